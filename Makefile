@@ -1,0 +1,39 @@
+# Two entry points a new user needs: `make demo` and `make test`.
+# Each one creates .venv from the package registries on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONSTRAINTS := requirements/constraints-3.11.txt
+
+.PHONY: demo test lint typecheck unit system venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python demo/run_demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check airflow_resumable tests system_tests demo
+	$(BIN)/ruff format --check airflow_resumable tests system_tests demo
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests
+
+system: $(STAMP)
+	$(BIN)/pytest system_tests
+
+test: lint typecheck
+	$(BIN)/pytest tests system_tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

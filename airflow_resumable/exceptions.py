@@ -1,0 +1,53 @@
+"""Exceptions raised by airflow_resumable; every one is an ``AirflowException``."""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+__all__ = [
+    "CorruptRecordError",
+    "InvalidJobSpecError",
+    "JobFailedError",
+    "JobNotFoundError",
+    "ResumableError",
+    "StateStoreUnavailableError",
+    "TransientCloudError",
+]
+
+
+class ResumableError(AirflowException):
+    """Base class of every error this package raises."""
+
+
+class InvalidJobSpecError(ResumableError, AirflowFailException):
+    """The job specification cannot be valid; raised before any cloud call, never retried."""
+
+
+class JobFailedError(ResumableError):
+    """The remote job reached a terminal state other than success."""
+
+    def __init__(self, service: str, external_id: object, status: str, detail: str = "") -> None:
+        self.service = service
+        self.external_id = external_id
+        self.status = status
+        message = f"{service} job {external_id!r} ended in state {status!r}"
+        if detail:
+            message += f": {detail}"
+        message += ". The next try submits a fresh job (a new generation)."
+        super().__init__(message)
+
+
+class JobNotFoundError(ResumableError):
+    """The cloud does not know the external id (expired history, wrong account, deleted)."""
+
+
+class TransientCloudError(ResumableError):
+    """A cloud call failed in a way worth retrying (throttling, 5xx, lost connection)."""
+
+
+class CorruptRecordError(ResumableError, AirflowFailException):
+    """The task state store holds a value this package cannot trust; the task stops instead of guessing."""
+
+
+class StateStoreUnavailableError(ResumableError):
+    """Writing to the task state store kept failing; nothing was submitted."""

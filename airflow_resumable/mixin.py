@@ -1,0 +1,318 @@
+"""
+``ResumableJobMixin``: exactly-once submission and reconnection for operators that run one remote job.
+
+It keeps the contract of Airflow's own :class:`airflow.sdk.ResumableJobMixin` (same six hooks,
+``external_id_key``, ``durable``, ``execute_resumable``) and adds an intent record written before
+every submission, submission tokens, spec-change detection, cancellation and bounded retries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
+from airflow.sdk.bases.operator import BaseOperatorMeta
+from airflow.sdk.observability.stats import Stats
+from opentelemetry import trace
+
+from airflow_resumable._decision import Backend, Decision, decide
+from airflow_resumable.exceptions import (
+    JobFailedError,
+    StateStoreUnavailableError,
+    TransientCloudError,
+)
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
+from airflow_resumable.retry import DEFAULT_CLOUD_RETRY, DEFAULT_STATE_STORE_RETRY, RetryPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow.sdk.definitions.context import Context
+    from airflow.sdk.execution_time.context import TaskStateStoreAccessor
+    from pydantic import JsonValue
+
+__all__ = ["ResumableJobMixin"]
+
+tracer = trace.get_tracer(__name__)
+METRIC_PREFIX = "airflow_resumable"
+
+
+class ResumableJobMixin(CoreResumableJobMixin):
+    """
+    Run one remote job per intended submission, and find it again after any disruption.
+
+    **Purpose:** a drop-in base for operators that submit a long remote job and wait for it. A
+    retry, a reschedule or a class swap from the stock operator reconnects to the job that is
+    already running instead of cancelling it, orphaning it or submitting a duplicate.
+
+    **How it works:** every attempt starts with one decision (see ``docs/concepts.md``):
+
+    ============================================  ==============================================
+    found in ``task_state_store``                  action
+    ============================================  ==============================================
+    nothing                                        write an intent, submit (generation 1)
+    intent, no id                                  resubmit with the same token (the service
+                                                   deduplicates), or ``find_job(token)`` first
+    id, job active                                 reconnect: poll the same job
+    id, job succeeded                              return ``get_job_result`` without polling
+    id, job failed / cancelled / not found         next generation, fresh token, submit
+    spec fingerprint changed                       next generation, submit, warn
+    bare id stored by the stock operator           adopt it (same table, by its status)
+    unreadable record, no id to recover            fail without retry (never a silent duplicate)
+    ============================================  ==============================================
+
+    Before any cloud call an *intent* (generation, token, spec fingerprint) is written; the token is
+    available to :meth:`submit_job` as ``self.submission_token``. Every path returns
+    :meth:`get_job_result`, unlike the core mixin, whose reconnect path returns whatever
+    ``poll_until_complete`` returns.
+
+    **What it does not do:** it does not free the worker slot while polling (use deferrable mode
+    for that) and never stores the job spec: only ids, tokens and hashes.
+
+    **Provider hooks:** the six of the core mixin, plus :meth:`cancel_job`, :meth:`find_job` (for
+    services without idempotency tokens) and :meth:`job_fingerprint`. Set
+    ``submission_is_idempotent = True`` when the service deduplicates on the token.
+
+    :param durable: as in the core mixin; False disables every record and reconnection.
+    :param cloud_retry: retries of transient cloud errors (see :meth:`is_transient_error`).
+    :param state_store_retry: retries of task-state-store reads and writes.
+
+    .. versionadded:: 0.1.0
+    """
+
+    #: Key of the bare external id, shared with the stock operator so that ids it stored are
+    #: adopted. Renaming it on a deployed operator breaks in-flight retries.
+    external_id_key: str = "remote_job_id"
+    #: True when the service returns the existing job for a repeated token (Databricks, EMR).
+    submission_is_idempotent: ClassVar[bool] = False
+    #: Name of the remote service in logs and error messages.
+    service_name: ClassVar[str] = "remote"
+    #: Seconds between status calls in the default :meth:`poll_until_complete`.
+    resumable_poll_interval: float = 5.0
+
+    submission_token: str | None = None
+
+    @BaseOperatorMeta._apply_defaults  # type: ignore[type-var]  # same as the core mixin: an MRO guarantee
+    def __init__(
+        self,
+        *,
+        cloud_retry: RetryPolicy | None = None,
+        state_store_retry: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cloud_retry = cloud_retry or DEFAULT_CLOUD_RETRY
+        self.state_store_retry = state_store_retry or DEFAULT_STATE_STORE_RETRY
+        self.submission_token = None
+        self._current_record: JobRecord | None = None
+        self._final_status: str | None = None
+
+    # ----------------------------------------------------------------- hooks added by this mixin
+    def cancel_job(self, external_id: JsonValue, context: Context) -> None:
+        """Ask the service to stop the job. Called for a user's stop, a timeout or a final failure."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement cancel_job")
+
+    def find_job(self, token: str, context: Context) -> JsonValue:
+        """
+        Return the id of the job that ``token`` created (by tag or name), or None if there is none.
+
+        Only needed when ``submission_is_idempotent`` is False; a None answer must be authoritative,
+        since the mixin then submits with the same token.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement find_job")
+
+    def job_fingerprint(self, context: Context) -> str | None:
+        """
+        A hash of the rendered submission, never the spec (see :func:`~.record.fingerprint_of`).
+
+        None turns spec-change detection off.
+        """
+        return None
+
+    def is_transient_error(self, error: BaseException) -> bool:
+        """True for errors of cloud calls worth retrying (throttling, 5xx, lost connections)."""
+        return isinstance(error, (TransientCloudError, ConnectionError, TimeoutError))
+
+    def is_valid_external_id(self, value: JsonValue) -> bool:
+        """True if ``value`` can be an id of this service; guards against foreign stored values."""
+        return (isinstance(value, str) and bool(value)) or (
+            isinstance(value, int) and not isinstance(value, bool)
+        )
+
+    def describe_failure(self, external_id: JsonValue, status: str, context: Context) -> str:
+        """Extra detail for :class:`JobFailedError` (the service's error message); empty by default."""
+        return ""
+
+    def poll_until_complete(self, external_id: JsonValue, context: Context) -> None:
+        """
+        Poll every ``resumable_poll_interval`` seconds until the job leaves its active states.
+
+        :raises JobFailedError: the job ended in any state but success.
+        """
+        while True:
+            status = self._cloud(self.get_job_status, external_id, context, what="get_job_status")
+            if not self.is_job_active(status):
+                break
+            self._sleep_between_polls(self.resumable_poll_interval)
+        self._final_status = status
+        if not self.is_job_succeeded(status):
+            raise JobFailedError(
+                self.service_name, external_id, status, self.describe_failure(external_id, status, context)
+            )
+
+    # ------------------------------------------------------------------------------ the engine
+    def execute_resumable(self, context: Context) -> Any:
+        """Decide, then submit, reconnect or return the result; always returns ``get_job_result``."""
+        store = context.get("task_state_store")
+        if not self.durable or store is None:
+            if self.durable:
+                self.log.warning("task_state_store not in context; crash recovery is off for this try")
+            identity = TaskIdentity.from_context(context)
+            record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
+            external_id = self._submit(record, context)
+            return self._wait_and_finish(external_id, context)
+
+        decision = self._decide(store, context)
+        record = decision.record
+        if decision.action == "submit":
+            self._store_set(store, RECORD_KEY, record.to_json(), required=True)
+            self._current_record = record
+            external_id = self._submit(record, context)
+            record = record.evolve(external_id=external_id, phase="submitted")
+            self._persist_submitted(store, record)
+        else:
+            external_id = record.external_id
+            if decision.reason != "reconnect" and decision.reason != "already_succeeded":
+                self._persist_submitted(store, record)  # adopted or recovered: make it ours
+        self._current_record = record
+        if decision.action == "return_result":
+            result = self.get_job_result(external_id, context)
+        else:
+            result = self._wait_and_finish(external_id, context)
+        self._store_set(store, RECORD_KEY, record.evolve(phase="completed").to_json(), required=False)
+        return result
+
+    def _decide(self, store: TaskStateStoreAccessor, context: Context) -> Decision:
+        identity = TaskIdentity.from_context(context)
+        backend = Backend(
+            identity=identity,
+            external_id_key=self.external_id_key,
+            fingerprint=self.job_fingerprint(context),
+            submission_is_idempotent=self.submission_is_idempotent,
+            get_status=lambda job_id: self._cloud(
+                self.get_job_status, job_id, context, what="get_job_status"
+            ),
+            is_active=self.is_job_active,
+            is_succeeded=self.is_job_succeeded,
+            find_job=None
+            if self.submission_is_idempotent or not self._overrides("find_job")
+            else lambda token: self._cloud(self.find_job, token, context, what="find_job"),
+            is_valid_external_id=self.is_valid_external_id,
+        )
+        with tracer.start_as_current_span("airflow_resumable.resume_decision") as span:
+            span.set_attribute("operator", type(self).__name__)
+            span.set_attribute("resumable.external_id_key", self.external_id_key)
+            decision = decide(
+                self._store_get(store, RECORD_KEY), self._store_get(store, self.external_id_key), backend
+            )
+            span.set_attribute("resumable.decision", decision.reason)
+            span.set_attribute("resumable.generation", decision.record.generation)
+            if decision.record.external_id is not None:
+                span.set_attribute("resumable.external_id", str(decision.record.external_id))
+        log = self.log.warning if decision.reason in ("spec_changed", "prior_failed") else self.log.info
+        log(
+            "Resume decision",
+            decision=decision.reason,
+            action=decision.action,
+            generation=decision.record.generation,
+            external_id=decision.record.external_id,
+            token=decision.record.token,
+            detail=decision.detail,
+        )
+        self._count(f"decision.{decision.reason}", context)
+        return decision
+
+    def _submit(self, record: JobRecord, context: Context) -> JsonValue:
+        """Submit with ``record.token``; retried only where a retry cannot create a duplicate."""
+        self.submission_token = record.token
+
+        def attempt() -> JsonValue:
+            if not self.submission_is_idempotent and self._overrides("find_job"):
+                found = self.find_job(record.token, context)
+                if found is not None:
+                    return found
+            return self.submit_job(context)
+
+        safe_to_retry = self.submission_is_idempotent or self._overrides("find_job")
+        policy = self.cloud_retry if safe_to_retry else RetryPolicy(attempts=1)
+        external_id = policy.call(attempt, is_retryable=self.is_transient_error, what="submit_job")
+        if external_id is None:
+            raise JobFailedError(self.service_name, None, "NOT_SUBMITTED", "submit_job returned no id")
+        self.log.info(
+            "Submitted job", external_id=external_id, generation=record.generation, token=record.token
+        )
+        return external_id
+
+    def _wait_and_finish(self, external_id: JsonValue, context: Context) -> Any:
+        self._final_status = None
+        self.poll_until_complete(external_id, context)
+        if self._final_status is None:
+            # A provider's own poll loop: confirm, since a try must never succeed on a failed job.
+            status = self._cloud(self.get_job_status, external_id, context, what="get_job_status")
+            if not self.is_job_succeeded(status):
+                raise JobFailedError(
+                    self.service_name,
+                    external_id,
+                    status,
+                    self.describe_failure(external_id, status, context),
+                )
+        return self.get_job_result(external_id, context)
+
+    def _persist_submitted(self, store: TaskStateStoreAccessor, record: JobRecord) -> None:
+        """Record the id; a failure here is survivable because the intent's token finds the job again."""
+        self._current_record = record
+        stored = self._store_set(store, RECORD_KEY, record.to_json(), required=False)
+        if stored and record.external_id is not None:
+            # Mirror for the stock operator: swapping the class back still reconnects.
+            self._store_set(store, self.external_id_key, record.external_id, required=False)
+
+    # ------------------------------------------------------------------------------ plumbing
+    def _cloud(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
+        return self.cloud_retry.call(fn, *args, is_retryable=self.is_transient_error, what=what)
+
+    def _store_get(self, store: TaskStateStoreAccessor, key: str) -> JsonValue:
+        return self.state_store_retry.call(store.get, key, is_retryable=lambda _: True, what="state read")
+
+    def _store_set(
+        self, store: TaskStateStoreAccessor, key: str, value: JsonValue, *, required: bool
+    ) -> bool:
+        try:
+            self.state_store_retry.call(
+                store.set, key, value, is_retryable=lambda _: True, what="state write"
+            )
+        except Exception as err:
+            if required:
+                raise StateStoreUnavailableError(
+                    f"Could not write {key!r} to the task state store after "
+                    f"{self.state_store_retry.attempts} attempts; nothing was submitted."
+                ) from err
+            self.log.warning(
+                "Could not write to the task state store; continuing, the submission token still "
+                "identifies the job",
+                key=key,
+                error=repr(err),
+            )
+            return False
+        return True
+
+    def _sleep_between_polls(self, seconds: float) -> None:
+        """Wait between status calls; the interruption handler makes this wake early."""
+        import time
+
+        time.sleep(seconds)
+
+    def _overrides(self, name: str) -> bool:
+        return getattr(type(self), name) is not getattr(ResumableJobMixin, name)
+
+    def _count(self, metric: str, context: Context) -> None:
+        Stats.incr(f"{METRIC_PREFIX}.{metric}", tags={"operator": type(self).__name__})

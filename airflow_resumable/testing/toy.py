@@ -1,0 +1,207 @@
+"""
+An in-memory job service and two operators on top of it: the smallest complete resumable operator.
+
+``ToyJobService`` keeps jobs in memory with a *manual* lifecycle: a job stays ``RUNNING`` until
+the test calls :meth:`ToyJobService.finish`. It records every submit and cancel, so a test can
+count duplicates. Operators find their service by name in a process-wide registry, which works
+because ``dag.test()`` runs tasks in the test's own process.
+
+- :class:`ToyJobOperator` talks to a service that deduplicates on the submission token (like
+  Databricks' ``idempotency_token`` or EMR's ``clientToken``).
+- :class:`ToyTaggedJobOperator` talks to one that does not (like AWS Batch): it tags the job with
+  the token and implements ``find_job``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from airflow_resumable.exceptions import JobNotFoundError, TransientCloudError
+from airflow_resumable.mixin import ResumableJobMixin
+from airflow_resumable.record import fingerprint_of
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.context import Context
+    from pydantic import JsonValue
+
+__all__ = ["ToyJob", "ToyJobOperator", "ToyJobService", "ToyTaggedJobOperator", "toy_service"]
+
+ACTIVE = frozenset({"PENDING", "RUNNING"})
+
+
+@dataclass
+class ToyJob:
+    """One remote job: its id, the command it runs, the token or tag it was submitted with."""
+
+    job_id: str
+    command: str
+    token: str | None
+    state: str = "RUNNING"
+
+
+@dataclass
+class ToyJobService:
+    """
+    A remote job service kept in memory, thread-safe.
+
+    :param name: registry name; operators refer to the service by it.
+    :param deduplicates: return the existing job for a repeated token (idempotent submission).
+    """
+
+    name: str
+    deduplicates: bool = True
+    jobs: dict[str, ToyJob] = field(default_factory=dict)
+    submissions: list[str] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    failing_calls: dict[str, int] = field(default_factory=dict)
+    lost_responses: dict[str, int] = field(default_factory=dict)
+    complete_after_polls: int | None = None
+    polls: dict[str, int] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def submit(self, command: str, token: str | None) -> str:
+        """Create a job (or return the one this token created, when deduplicating)."""
+        with self._lock:
+            self._maybe_fail("submit")
+            if self.deduplicates and token is not None:
+                for job in self.jobs.values():
+                    if job.token == token:
+                        return job.job_id
+            job = ToyJob(job_id=f"{self.name}-job-{next(self._ids)}", command=command, token=token)
+            self.jobs[job.job_id] = job
+            self.submissions.append(job.job_id)
+            self._maybe_lose_response("submit")
+            return job.job_id
+
+    def status(self, job_id: str) -> str:
+        """The job's state; :class:`JobNotFoundError` for an unknown or expired job."""
+        with self._lock:
+            self._maybe_fail("status")
+            if job_id not in self.jobs:
+                raise JobNotFoundError(f"toy job {job_id!r} does not exist")
+            job = self.jobs[job_id]
+            self.polls[job_id] = self.polls.get(job_id, 0) + 1
+            limit = self.complete_after_polls
+            if limit is not None and job.state in ACTIVE and self.polls[job_id] >= limit:
+                job.state = "SUCCEEDED"
+            return job.state
+
+    def find_by_tag(self, token: str) -> str | None:
+        """The id of the job tagged with ``token``, if any."""
+        with self._lock:
+            return next((job.job_id for job in self.jobs.values() if job.token == token), None)
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job; a terminal job stays as it is."""
+        with self._lock:
+            self._maybe_fail("cancel")
+            self.cancels.append(job_id)
+            job = self.jobs[job_id]
+            if job.state in ACTIVE:
+                job.state = "CANCELLED"
+
+    def finish(self, job_id: str, *, succeeded: bool = True) -> None:
+        """End a job with ``SUCCEEDED`` or ``FAILED``."""
+        with self._lock:
+            self.jobs[job_id].state = "SUCCEEDED" if succeeded else "FAILED"
+
+    def expire(self, job_id: str) -> None:
+        """Forget a job, as a service whose history expired would."""
+        with self._lock:
+            del self.jobs[job_id]
+
+    def fail_next(self, call: str, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``call`` (submit, status, cancel) raise a transient error."""
+        with self._lock:
+            self.failing_calls[call] = times
+
+    def lose_next_response(self, call: str, times: int = 1) -> None:
+        """Carry out the next ``times`` calls of ``call`` but answer with a transient error."""
+        with self._lock:
+            self.lost_responses[call] = times
+
+    def _maybe_lose_response(self, call: str) -> None:
+        if self.lost_responses.get(call, 0) > 0:
+            self.lost_responses[call] -= 1
+            raise TransientCloudError(f"toy service: {call} was carried out but the response was lost")
+
+    def _maybe_fail(self, call: str) -> None:
+        if self.failing_calls.get(call, 0) > 0:
+            self.failing_calls[call] -= 1
+            raise TransientCloudError(f"toy service: injected transient failure of {call}")
+
+
+_REGISTRY: dict[str, ToyJobService] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def toy_service(name: str, *, deduplicates: bool = True, reset: bool = False) -> ToyJobService:
+    """Get (or create, or with ``reset`` replace) the registered service called ``name``."""
+    with _REGISTRY_LOCK:
+        if reset or name not in _REGISTRY:
+            _REGISTRY[name] = ToyJobService(name=name, deduplicates=deduplicates)
+        return _REGISTRY[name]
+
+
+class ToyJobOperator(ResumableJobMixin, BaseOperator):
+    """
+    Run ``command`` as a job of the toy service ``service``; return ``{"job_id", "output"}``.
+
+    :param service: name of a :func:`toy_service`.
+    :param command: templated; part of the spec fingerprint.
+    :param poll_interval: seconds between status calls.
+    """
+
+    template_fields = ("command",)
+    external_id_key = "toy_job_id"
+    submission_is_idempotent: ClassVar[bool] = True
+    service_name: ClassVar[str] = "Toy"
+
+    def __init__(self, *, service: str, command: str, poll_interval: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self.command = command
+        self.resumable_poll_interval = poll_interval
+
+    @property
+    def _svc(self) -> ToyJobService:
+        return toy_service(self.service)
+
+    def execute(self, context: Context) -> Any:
+        return self.execute_resumable(context)
+
+    def job_fingerprint(self, context: Context) -> str | None:
+        return fingerprint_of({"command": self.command})
+
+    def submit_job(self, context: Context) -> JsonValue:
+        return self._svc.submit(self.command, self.submission_token)
+
+    def get_job_status(self, external_id: JsonValue, context: Context) -> str:
+        return self._svc.status(str(external_id))
+
+    def is_job_active(self, status: str) -> bool:
+        return status in ACTIVE
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == "SUCCEEDED"
+
+    def get_job_result(self, external_id: JsonValue, context: Context) -> Any:
+        return {"job_id": external_id, "output": f"ran {self._svc.jobs[str(external_id)].command}"}
+
+    def cancel_job(self, external_id: JsonValue, context: Context) -> None:
+        self._svc.cancel(str(external_id))
+
+
+class ToyTaggedJobOperator(ToyJobOperator):
+    """Like :class:`ToyJobOperator`, for a service without idempotency: finds jobs by their tag."""
+
+    submission_is_idempotent: ClassVar[bool] = False
+
+    def find_job(self, token: str, context: Context) -> JsonValue:
+        return self._svc.find_by_tag(token)

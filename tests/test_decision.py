@@ -1,0 +1,174 @@
+"""Every row of the attempt-start decision table, on the pure decision function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_resumable._decision import Backend, decide
+from airflow_resumable.exceptions import CorruptRecordError, JobNotFoundError, ResumableError
+from airflow_resumable.record import JobRecord, TaskIdentity
+
+IDENTITY = TaskIdentity("dag", "run", "task")
+
+
+def backend(
+    statuses: dict[Any, str] | None = None,
+    *,
+    fingerprint: str | None = "sha256:a",
+    idempotent: bool = True,
+    found: Any = None,
+    find_job: bool = True,
+) -> Backend:
+    statuses = statuses or {}
+
+    def get_status(job_id: Any) -> str:
+        if job_id not in statuses:
+            raise JobNotFoundError(job_id)
+        return statuses[job_id]
+
+    return Backend(
+        identity=IDENTITY,
+        external_id_key="job_id",
+        fingerprint=fingerprint,
+        submission_is_idempotent=idempotent,
+        get_status=get_status,
+        is_active=lambda s: s == "RUNNING",
+        is_succeeded=lambda s: s == "SUCCEEDED",
+        find_job=(lambda token: found) if find_job else None,
+        is_valid_external_id=lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+    )
+
+
+def stored(external_id: Any = None, *, phase: str = "submitted", generation: int = 1, fp: str = "sha256:a"):
+    record = JobRecord.new_intent(IDENTITY, generation=generation, fingerprint=fp)
+    if external_id is not None:
+        record = record.evolve(external_id=external_id, phase=phase)
+    return record, record.to_json()
+
+
+class TestFreshSubmit:
+    def test_nothing_stored_submits_generation_one(self) -> None:
+        """No record and no id: submit, generation 1."""
+        decision = decide(None, None, backend())
+        assert (decision.action, decision.reason, decision.record.generation) == ("submit", "fresh", 1)
+        assert decision.record.phase == "intent" and decision.record.external_id is None
+
+
+class TestCrashBeforePersist:
+    def test_idempotent_service_reuses_the_token(self) -> None:
+        """Intent without id, deduplicating service: resubmit with the very same token."""
+        record, value = stored()
+        decision = decide(value, None, backend())
+        assert decision.action == "submit" and decision.reason == "intent_retry"
+        assert decision.record.token == record.token
+
+    def test_find_job_recovers_the_job(self) -> None:
+        """Intent without id, no deduplication: find_job(token) finds the job, which is reconnected."""
+        record, value = stored()
+        decision = decide(value, None, backend({"j1": "RUNNING"}, idempotent=False, found="j1"))
+        assert decision.action == "reconnect" and decision.reason == "token_reconnect"
+        assert decision.record.external_id == "j1" and decision.record.token == record.token
+
+    def test_find_job_finds_nothing_so_the_same_token_is_used(self) -> None:
+        """Nothing carries the token: the job was never created, so submit with the same token."""
+        record, value = stored()
+        decision = decide(value, None, backend(idempotent=False, found=None))
+        assert decision.action == "submit" and decision.record.token == record.token
+
+    def test_without_dedup_or_lookup_it_refuses(self) -> None:
+        """No deduplication and no find_job: refuse rather than risk a duplicate."""
+        _, value = stored()
+        with pytest.raises(ResumableError, match="Refusing to submit a possible duplicate"):
+            decide(value, None, backend(idempotent=False, find_job=False))
+
+
+class TestReconnect:
+    def test_active_job_is_reconnected(self) -> None:
+        """A recorded id whose job is active: reconnect, same generation, no submission."""
+        record, value = stored("j1")
+        decision = decide(value, "j1", backend({"j1": "RUNNING"}))
+        assert (decision.action, decision.reason) == ("reconnect", "reconnect")
+        assert decision.record == record
+
+
+class TestAdoptSucceeded:
+    def test_succeeded_job_returns_its_result(self) -> None:
+        """A recorded id whose job succeeded: return the result without polling or submitting."""
+        _, value = stored("j1")
+        decision = decide(value, "j1", backend({"j1": "SUCCEEDED"}))
+        assert (decision.action, decision.reason) == ("return_result", "already_succeeded")
+
+
+class TestResubmitAfterFailure:
+    @pytest.mark.parametrize("status", ["FAILED", "CANCELLED", "TIMEDOUT"])
+    def test_terminal_failure_starts_the_next_generation(self, status: str) -> None:
+        """A failed or cancelled job: next generation, fresh token."""
+        record, value = stored("j1")
+        decision = decide(value, "j1", backend({"j1": status}))
+        assert (decision.action, decision.reason) == ("submit", "prior_failed")
+        assert decision.record.generation == 2 and decision.record.token != record.token
+
+    def test_job_unknown_to_the_service_starts_the_next_generation(self) -> None:
+        """An expired or deleted job: next generation."""
+        _, value = stored("gone")
+        decision = decide(value, "gone", backend({}))
+        assert (decision.reason, decision.record.generation) == ("prior_not_found", 2)
+
+    def test_a_completed_run_of_the_task_is_not_returned_again(self) -> None:
+        """The task already returned this job's result: a cleared task runs a fresh job."""
+        _, value = stored("j1", phase="completed")
+        decision = decide(value, "j1", backend({"j1": "SUCCEEDED"}))
+        assert (decision.action, decision.reason) == ("submit", "prior_completed")
+
+    def test_a_job_we_cancelled_is_not_adopted(self) -> None:
+        """A job cancelled by a user's stop is not reconnected to."""
+        _, value = stored("j1", phase="cancelled")
+        assert decide(value, "j1", backend({"j1": "RUNNING"})).reason == "prior_cancelled"
+
+
+class TestSpecChange:
+    def test_changed_fingerprint_is_not_adopted(self) -> None:
+        """The spec changed: do not reconnect to the running old job; next generation."""
+        _, value = stored("j1", fp="sha256:old")
+        decision = decide(value, "j1", backend({"j1": "RUNNING"}, fingerprint="sha256:new"))
+        assert (decision.action, decision.reason, decision.record.generation) == ("submit", "spec_changed", 2)
+        assert decision.record.fingerprint == "sha256:new"
+
+    def test_detection_off_when_fingerprint_is_none(self) -> None:
+        """job_fingerprint returning None turns detection off."""
+        _, value = stored("j1", fp="sha256:old")
+        assert decide(value, "j1", backend({"j1": "RUNNING"}, fingerprint=None)).action == "reconnect"
+
+
+class TestStockIdAdoption:
+    def test_bare_id_from_the_stock_operator_is_adopted(self) -> None:
+        """An id under external_id_key and no record: adopt it and reconnect."""
+        decision = decide(None, 77, backend({77: "RUNNING"}))
+        assert (decision.action, decision.reason) == ("reconnect", "stock_id_reconnect")
+        assert decision.record.external_id == 77
+
+    def test_newer_bare_id_wins_over_an_older_record(self) -> None:
+        """The stock operator submitted after our record (class swapped back): adopt its newer id."""
+        _, value = stored("old")
+        decision = decide(value, "new", backend({"old": "FAILED", "new": "SUCCEEDED"}))
+        assert (decision.action, decision.record.external_id) == ("return_result", "new")
+        assert decision.record.generation == 2
+
+
+class TestCorruptRecord:
+    def test_unreadable_record_with_a_valid_id_adopts_the_id(self) -> None:
+        """A damaged record next to a valid id: the id is judged and reconnected."""
+        decision = decide({"schema": "x"}, "j1", backend({"j1": "RUNNING"}))
+        assert decision.reason == "unreadable_record_reconnect"
+
+    def test_unreadable_record_without_id_fails_without_retry(self) -> None:
+        """A damaged record and nothing to recover: a non-retryable error that names the key."""
+        with pytest.raises(CorruptRecordError, match=r"airflow_resumable\.job"):
+            decide("garbage", None, backend())
+
+    def test_foreign_value_under_the_id_key_is_reported(self) -> None:
+        """A value that cannot be an id of this service is reported, never submitted around."""
+        with pytest.raises(CorruptRecordError, match="not a valid job id"):
+            decide(None, {"nested": True}, backend())

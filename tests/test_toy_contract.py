@@ -1,0 +1,56 @@
+"""The contract kit, run on the toy operators: the reference implementation of the contract."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_resumable.testing.contract import ResumableOperatorContract
+from airflow_resumable.testing.toy import ToyJobOperator, ToyJobService, ToyTaggedJobOperator, toy_service
+
+if TYPE_CHECKING:
+    from pydantic import JsonValue
+
+
+class ToyDriver:
+    """CloudDriver over a ToyJobService."""
+
+    def __init__(self, service: ToyJobService) -> None:
+        self.service = service
+
+    def submitted_ids(self) -> list[JsonValue]:
+        return list(self.service.submissions)
+
+    def cancelled_ids(self) -> list[JsonValue]:
+        return list(self.service.cancels)
+
+    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
+        self.service.finish(str(external_id), succeeded=succeeded)
+
+    def expire(self, external_id: JsonValue) -> None:
+        self.service.expire(str(external_id))
+
+
+class TestToyJobOperatorContract(ResumableOperatorContract):
+    """A service that deduplicates on the submission token."""
+
+    operator_class = ToyJobOperator
+
+    @pytest.fixture
+    def cloud(self) -> ToyDriver:
+        return ToyDriver(toy_service(f"idem-{uuid.uuid4().hex[:6]}", deduplicates=True))
+
+    def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:
+        return {"service": cloud.service.name, "command": f"echo {spec_marker}", "poll_interval": 0.001}
+
+
+class TestToyTaggedJobOperatorContract(TestToyJobOperatorContract):
+    """A service without idempotency: the operator tags jobs and implements find_job."""
+
+    operator_class = ToyTaggedJobOperator
+
+    @pytest.fixture
+    def cloud(self) -> ToyDriver:
+        return ToyDriver(toy_service(f"tagged-{uuid.uuid4().hex[:6]}", deduplicates=False))
