@@ -63,8 +63,14 @@ def main() -> int:
             outcome = run_dag(dag)
         task = outcome.task("remote_job")
         rows.append(
-            (label, len(service.submissions), max(0, len(service.submissions) - 1), task.try_number, task.state,
-             time.monotonic() - started)
+            (
+                label,
+                len(service.submissions),
+                max(0, len(service.submissions) - 1),
+                task.try_number,
+                task.state,
+                time.monotonic() - started,
+            )
         )
 
     print("\n| operator            | remote jobs | duplicates | tries | final state | seconds |")
@@ -73,7 +79,9 @@ def main() -> int:
         print(f"| {label:<19} | {jobs:>11} | {dupes:>10} | {tries:>5} | {state:<11} | {seconds:>7.1f} |")
     resumable = rows[-1]
     ok = resumable[1] == 1 and resumable[4] == "success"
-    print("\nresumable: exactly one remote job, reconnected after each crash" if ok else "\nUNEXPECTED RESULT")
+    print(
+        "\nresumable: exactly one remote job, reconnected after each crash" if ok else "\nUNEXPECTED RESULT"
+    )
     return 0 if ok else 1
 
 
