@@ -10,7 +10,9 @@ __all__ = [
     "JobFailedError",
     "JobNotFoundError",
     "ResumableError",
+    "ResumeLimitError",
     "StateStoreUnavailableError",
+    "StoppedByUserError",
     "TransientCloudError",
 ]
 
@@ -51,3 +53,11 @@ class CorruptRecordError(ResumableError, AirflowFailException):
 
 class StateStoreUnavailableError(ResumableError):
     """Writing to the task state store kept failing; nothing was submitted."""
+
+
+class StoppedByUserError(ResumableError, AirflowFailException):
+    """The task instance was stopped from outside (marked failed or success, cleared, run deleted)."""
+
+
+class ResumeLimitError(ResumableError, AirflowFailException):
+    """A worker shutdown arrived after ``max_resumes`` consecutive checkpoints; the task fails for good."""

@@ -8,14 +8,17 @@ every submission, submission tokens, spec-change detection, cancellation and bou
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
 from airflow.sdk.bases.operator import BaseOperatorMeta
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowTaskTimeout, TaskDeferred
 from airflow.sdk.observability.stats import Stats
 from opentelemetry import trace
 
 from airflow_resumable._decision import Backend, Decision, decide
+from airflow_resumable._stopping import Interrupted, StopHandlingMixin
 from airflow_resumable.exceptions import (
     JobFailedError,
     StateStoreUnavailableError,
@@ -37,7 +40,7 @@ tracer = trace.get_tracer(__name__)
 METRIC_PREFIX = "airflow_resumable"
 
 
-class ResumableJobMixin(CoreResumableJobMixin):
+class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     """
     Run one remote job per intended submission, and find it again after any disruption.
 
@@ -73,9 +76,26 @@ class ResumableJobMixin(CoreResumableJobMixin):
     services without idempotency tokens) and :meth:`job_fingerprint`. Set
     ``submission_is_idempotent = True`` when the service deduplicates on the token.
 
+    **Stops:** ``on_kill`` (Airflow's SIGTERM handler) and SIGINT only record the signal; the poll
+    loop wakes at once and asks the server, with a bounded timeout, whether it still holds the try
+    as running. If it does (or cannot be reached) the worker is shutting down: the job keeps
+    running, the record is marked ``interrupted`` and the try ends ``up_for_reschedule`` after
+    ``resume_delay`` (no retry consumed); the next try reconnects. Otherwise a user stopped the
+    task: the job is cancelled. An ``execution_timeout`` cancels too, and so does a failure for
+    good (no retries left) while the job may still be active.
+
     :param durable: as in the core mixin; False disables every record and reconnection.
     :param cloud_retry: retries of transient cloud errors (see :meth:`is_transient_error`).
     :param state_store_retry: retries of task-state-store reads and writes.
+    :param resume_delay: how long after a worker-shutdown checkpoint the task resumes.
+    :param max_resumes: consecutive checkpoints allowed per job; the next shutdown fails the task.
+    :param cancel_on_user_stop: cancel the job when a user stops the task (marks it failed or
+        success, clears it, deletes the run).
+    :param cancel_on_timeout: cancel the job when ``execution_timeout`` is reached.
+    :param cancel_on_failure: cancel a possibly active job when the task fails for good.
+    :param on_checkpoint_callback: called like Airflow's task callbacks, with the context plus a
+        ``checkpoint`` entry, whenever a worker shutdown becomes a checkpoint.
+    :param stop_classification_timeout: seconds to wait for the server's answer after a signal.
 
     .. versionadded:: 0.1.0
     """
@@ -98,9 +118,25 @@ class ResumableJobMixin(CoreResumableJobMixin):
         *,
         cloud_retry: RetryPolicy | None = None,
         state_store_retry: RetryPolicy | None = None,
+        resume_delay: timedelta | float = timedelta(seconds=15),
+        max_resumes: int = 3,
+        cancel_on_user_stop: bool = True,
+        cancel_on_timeout: bool = True,
+        cancel_on_failure: bool = True,
+        on_checkpoint_callback: Callable[..., Any] | list[Callable[..., Any]] | None = None,
+        stop_classification_timeout: float = 3.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._init_stop_policy(
+            resume_delay=resume_delay,
+            max_resumes=max_resumes,
+            cancel_on_user_stop=cancel_on_user_stop,
+            cancel_on_timeout=cancel_on_timeout,
+            cancel_on_failure=cancel_on_failure,
+            on_checkpoint_callback=on_checkpoint_callback,
+            stop_classification_timeout=stop_classification_timeout,
+        )
         self.cloud_retry = cloud_retry or DEFAULT_CLOUD_RETRY
         self.state_store_retry = state_store_retry or DEFAULT_STATE_STORE_RETRY
         self.submission_token = None
@@ -153,6 +189,7 @@ class ResumableJobMixin(CoreResumableJobMixin):
             status = self._cloud(self.get_job_status, external_id, context, what="get_job_status")
             if not self.is_job_active(status):
                 break
+            self._raise_if_interrupted()
             self._sleep_between_polls(self.resumable_poll_interval)
         self._final_status = status
         if not self.is_job_succeeded(status):
@@ -162,18 +199,50 @@ class ResumableJobMixin(CoreResumableJobMixin):
 
     # ------------------------------------------------------------------------------ the engine
     def execute_resumable(self, context: Context) -> Any:
-        """Decide, then submit, reconnect or return the result; always returns ``get_job_result``."""
-        store = context.get("task_state_store")
-        if not self.durable or store is None:
+        """
+        Decide, then submit, reconnect or return the result; always returns ``get_job_result``.
+
+        Stop signals received meanwhile end the try as described in the class docstring.
+        """
+        store = context.get("task_state_store") if self.durable else None
+        self._current_record = None
+        self._final_status = None
+        watch = self._start_watch()
+        try:
+            with watch.catching_sigint():
+                return self._attempt(context, store)
+        except Interrupted:
+            self._handle_interruption(context, store)
+            raise  # unreachable: the handler always raises
+        except AirflowTaskTimeout:
+            self._stop_remote_job(context, store, reason="execution_timeout", enabled=self.cancel_on_timeout)
+            raise
+        except (AirflowRescheduleException, TaskDeferred):
+            raise
+        except BaseException as error:
+            if self._fails_for_good(context, error):
+                self._stop_remote_job(
+                    context, store, reason=f"task failed for good: {error!r}", enabled=self.cancel_on_failure
+                )
+            raise
+        finally:
+            self._stop_watch()
+
+    def _attempt(self, context: Context, store: TaskStateStoreAccessor | None) -> Any:
+        if store is None:
             if self.durable:
                 self.log.warning("task_state_store not in context; crash recovery is off for this try")
             identity = TaskIdentity.from_context(context)
             record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
+            self._raise_if_interrupted()
             external_id = self._submit(record, context)
+            self._current_record = record.evolve(external_id=external_id, phase="submitted")
             return self._wait_and_finish(external_id, context)
 
         decision = self._decide(store, context)
         record = decision.record
+        self._current_record = record
+        self._raise_if_interrupted()
         if decision.action == "submit":
             self._store_set(store, RECORD_KEY, record.to_json(), required=True)
             self._current_record = record
@@ -185,6 +254,7 @@ class ResumableJobMixin(CoreResumableJobMixin):
             if decision.reason != "reconnect" and decision.reason != "already_succeeded":
                 self._persist_submitted(store, record)  # adopted or recovered: make it ours
         self._current_record = record
+        self._raise_if_interrupted()
         if decision.action == "return_result":
             result = self.get_job_result(external_id, context)
         else:
@@ -304,12 +374,6 @@ class ResumableJobMixin(CoreResumableJobMixin):
             )
             return False
         return True
-
-    def _sleep_between_polls(self, seconds: float) -> None:
-        """Wait between status calls; the interruption handler makes this wake early."""
-        import time
-
-        time.sleep(seconds)
 
     def _overrides(self, name: str) -> bool:
         return getattr(type(self), name) is not getattr(ResumableJobMixin, name)

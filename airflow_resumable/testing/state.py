@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["InMemoryTaskStateStore", "make_context"]
+__all__ = ["FakeTaskInstance", "InMemoryTaskStateStore", "make_context"]
 
 
 @dataclass
@@ -46,13 +47,33 @@ class InMemoryTaskStateStore:
 
 
 @dataclass
-class _TaskInstance:
+class FakeTaskInstance:
+    """
+    The parts of a runtime task instance the mixin uses.
+
+    ``server_state`` is what :meth:`get_task_states` answers for this task instance, as the API
+    server would: ``"running"`` while it holds the try, ``"failed"`` after a user marked it failed.
+    ``server_unreachable`` makes that call block (until ``release_server`` is set).
+    """
+
     dag_id: str
     run_id: str
     task_id: str
     map_index: int = -1
     try_number: int = 1
+    max_tries: int = 0
     stats_tags: dict[str, str] = field(default_factory=dict)
+    server_state: str | None = "running"
+    server_unreachable: bool = False
+    release_server: threading.Event = field(default_factory=threading.Event)
+
+    def get_task_states(self, dag_id: str, task_ids: list[str], run_ids: list[str]) -> dict[str, Any]:
+        """Answer like ``RuntimeTaskInstance.get_task_states`` for this one task instance."""
+        if self.server_unreachable:
+            self.release_server.wait(30)
+            raise ConnectionError("API server unreachable")
+        key = self.task_id if self.map_index < 0 else f"{self.task_id}_{self.map_index}"
+        return {self.run_id: {key: self.server_state}}
 
 
 def make_context(
@@ -63,9 +84,10 @@ def make_context(
     task_id: str = "task",
     map_index: int = -1,
     try_number: int = 1,
+    max_tries: int = 0,
 ) -> dict[str, Any]:
     """A task context with a ``ti`` and a ``task_state_store``, enough for ``execute_resumable``."""
     return {
-        "ti": _TaskInstance(dag_id, run_id, task_id, map_index, try_number),
+        "ti": FakeTaskInstance(dag_id, run_id, task_id, map_index, try_number, max_tries),
         "task_state_store": store if store is not None else InMemoryTaskStateStore(),
     }

@@ -1,0 +1,251 @@
+"""Stop signals in a running try: checkpoint on a worker shutdown, cancel on a user's stop or a timeout.
+
+Real signals are sent to this test process; the handler that calls ``on_kill`` is the one Airflow's
+task runner installs (``_on_term``), reproduced by :func:`airflow_sigterm_handler`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowTaskTimeout
+from airflow.sdk.execution_time.timeout import timeout
+from structlog.testing import capture_logs
+from tenacity import wait_none
+
+from airflow_resumable.exceptions import ResumeLimitError, StoppedByUserError, TransientCloudError
+from airflow_resumable.interruption import StopKind, classify_stop, supervisor_signal_mode
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
+from airflow_resumable.retry import RetryPolicy
+from airflow_resumable.testing.state import InMemoryTaskStateStore, make_context
+from airflow_resumable.testing.toy import ToyJobOperator, ToyJobService, toy_service
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+FAST = RetryPolicy(attempts=2, wait=wait_none())
+
+
+@contextmanager
+def airflow_sigterm_handler(op: ToyJobOperator) -> Iterator[None]:
+    """What Airflow's task runner installs: SIGTERM calls task.on_kill() and returns."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: op.on_kill())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def signal_on_poll(svc: ToyJobService, signum: int, *, at_poll: int = 1) -> None:
+    """Make the service's status call number ``at_poll`` deliver ``signum`` to this process."""
+    real_status = svc.status
+    calls = {"n": 0}
+
+    def status(job_id: str) -> str:
+        calls["n"] += 1
+        if calls["n"] == at_poll:
+            os.kill(os.getpid(), signum)
+        return real_status(job_id)
+
+    svc.status = status  # type: ignore[method-assign]
+
+
+def make(svc: ToyJobService, **kwargs: Any) -> ToyJobOperator:
+    return ToyJobOperator(
+        task_id=f"t{uuid.uuid4().hex[:4]}",
+        service=svc.name,
+        command="train",
+        poll_interval=30,  # a long interval: the signal must wake the loop, not the timer
+        cloud_retry=FAST,
+        state_store_retry=FAST,
+        resume_delay=timedelta(seconds=7),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def svc() -> ToyJobService:
+    return toy_service(f"stop-{uuid.uuid4().hex[:6]}")
+
+
+class TestWorkerShutdownCheckpoint:
+    def test_sigterm_while_server_holds_running_is_a_checkpoint(self, svc: ToyJobService) -> None:
+        """SIGTERM with the try still running on the server: no cancel, interrupted record, reschedule."""
+        seen: list[dict[str, Any]] = []
+        op = make(svc, on_checkpoint_callback=lambda context: seen.append(context["checkpoint"]))
+        store = InMemoryTaskStateStore()
+        signal_on_poll(svc, signal.SIGTERM)
+        started = datetime.now(tz=timezone.utc)
+        with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException) as resched:
+            op.execute(make_context(store, try_number=1))
+        assert svc.cancels == [] and svc.jobs[svc.submissions[0]].state == "RUNNING"
+        assert resched.value.reschedule_date >= started + timedelta(seconds=7)
+        record = JobRecord.from_json(store.get(RECORD_KEY))
+        assert (record.phase, record.resumes, record.external_id) == ("interrupted", 1, svc.submissions[0])
+        assert record.interruption is not None and record.interruption["signal"] == "SIGTERM"
+        assert seen and seen[0]["external_id"] == svc.submissions[0] and seen[0]["resumes"] == 1
+
+    def test_the_poll_loop_wakes_at_once(self, svc: ToyJobService) -> None:
+        """With a 30 s poll interval the checkpoint still happens within a second of the signal."""
+        op = make(svc)
+        signal_on_poll(svc, signal.SIGTERM)
+        # timeout(5) would raise AirflowTaskTimeout if the loop slept through its 30 s interval
+        with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException), timeout(5):
+            op.execute(make_context())
+
+    def test_sigint_is_handled_like_sigterm(self, svc: ToyJobService) -> None:
+        """SIGINT (forwarded by the supervisor) checkpoints too, without a KeyboardInterrupt."""
+        op = make(svc)
+        signal_on_poll(svc, signal.SIGINT)
+        with pytest.raises(AirflowRescheduleException):
+            op.execute(make_context())
+        assert svc.cancels == []
+
+    def test_unreachable_server_is_treated_as_worker_shutdown(self, svc: ToyJobService) -> None:
+        """If the server does not answer within the bound, the job is left running (the safe side)."""
+        op = make(svc, stop_classification_timeout=0.2)
+        context = make_context()
+        context["ti"].server_unreachable = True
+        signal_on_poll(svc, signal.SIGTERM)
+        try:
+            with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException):
+                op.execute(context)
+        finally:
+            context["ti"].release_server.set()
+        assert svc.cancels == []
+
+    def test_next_try_reconnects_after_a_checkpoint(self, svc: ToyJobService) -> None:
+        """The try after a checkpoint polls the same job; the resume count is kept."""
+        store = InMemoryTaskStateStore()
+        op = make(svc)
+        signal_on_poll(svc, signal.SIGTERM)
+        with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException):
+            op.execute(make_context(store))
+        svc.complete_after_polls = 1
+        svc.status = ToyJobService.status.__get__(svc)  # type: ignore[method-assign]
+        result = make(svc).execute(make_context(store))
+        assert result["job_id"] == svc.submissions[0] and len(svc.submissions) == 1
+
+    def test_resume_limit_fails_and_cancels(self, svc: ToyJobService) -> None:
+        """A shutdown after max_resumes consecutive checkpoints fails the task and cancels the job."""
+        store = InMemoryTaskStateStore()
+        job_id = svc.submit("train", "tok")
+        identity = TaskIdentity("dag", "manual__1", "task")
+        record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
+        store.set(RECORD_KEY, record.evolve(external_id=job_id, phase="interrupted", resumes=3).to_json())
+        op = make(svc, max_resumes=3)
+        signal_on_poll(svc, signal.SIGTERM, at_poll=2)  # poll 1 is the attempt-start decision
+        with airflow_sigterm_handler(op), pytest.raises(ResumeLimitError, match="max_resumes=3"):
+            op.execute(make_context(store))
+        assert svc.cancels == [job_id]
+
+
+class TestUserStop:
+    def test_sigterm_after_mark_failed_cancels(self, svc: ToyJobService) -> None:
+        """SIGTERM when the server holds the try as failed: cancel the job, record it, no retry."""
+        op, store = make(svc), InMemoryTaskStateStore()
+        context = make_context(store)
+        context["ti"].server_state = "failed"
+        signal_on_poll(svc, signal.SIGTERM)
+        with airflow_sigterm_handler(op), pytest.raises(StoppedByUserError, match="failed"):
+            op.execute(context)
+        assert svc.cancels == svc.submissions
+        assert JobRecord.from_json(store.get(RECORD_KEY)).phase == "cancelled"
+
+    def test_cleared_while_running_cancels(self, svc: ToyJobService) -> None:
+        """A clear puts the try in 'restarting' on the server: also a user's stop."""
+        op = make(svc)
+        context = make_context()
+        context["ti"].server_state = "restarting"
+        signal_on_poll(svc, signal.SIGTERM)
+        with airflow_sigterm_handler(op), pytest.raises(StoppedByUserError):
+            op.execute(context)
+        assert len(svc.cancels) == 1
+
+    def test_cancel_on_user_stop_can_be_switched_off(self, svc: ToyJobService) -> None:
+        """cancel_on_user_stop=False leaves the job running."""
+        op = make(svc, cancel_on_user_stop=False)
+        context = make_context()
+        context["ti"].server_state = "success"
+        signal_on_poll(svc, signal.SIGTERM)
+        with airflow_sigterm_handler(op), pytest.raises(StoppedByUserError):
+            op.execute(context)
+        assert svc.cancels == []
+
+
+class TestTimeoutAndFinalFailure:
+    def test_execution_timeout_cancels(self, svc: ToyJobService) -> None:
+        """Airflow's own SIGALRM timeout inside the poll loop cancels the job, then the timeout propagates."""
+        op = make(svc)
+        with pytest.raises(AirflowTaskTimeout), timeout(1):
+            op.execute(make_context())
+        assert svc.cancels == svc.submissions != []
+
+    def test_timeout_cancel_can_be_switched_off(self, svc: ToyJobService) -> None:
+        """cancel_on_timeout=False leaves the job running."""
+        with pytest.raises(AirflowTaskTimeout), timeout(1):
+            make(svc, cancel_on_timeout=False).execute(make_context())
+        assert svc.cancels == []
+
+    def test_final_failure_while_active_cancels(self, svc: ToyJobService) -> None:
+        """No retries left and polling failing for good: the active job is cancelled, not orphaned."""
+        op = make(svc)
+        op.resumable_poll_interval = 0
+        real_status = svc.status
+        calls = {"n": 0}
+
+        def status(job_id: str) -> str:
+            calls["n"] += 1
+            if calls["n"] > 1:
+                raise TransientCloudError("HTTP 500 from the status endpoint")
+            return real_status(job_id)
+
+        svc.status = status  # type: ignore[method-assign]
+        with pytest.raises(TransientCloudError):
+            op.execute(make_context(try_number=1, max_tries=0))
+        assert svc.cancels == svc.submissions != []
+
+    def test_failure_with_retries_left_does_not_cancel(self, svc: ToyJobService) -> None:
+        """With retries left the job keeps running: the retry reconnects to it."""
+        op = make(svc)
+        svc.fail_next("status", 10)
+        with pytest.raises(TransientCloudError):
+            op.execute(make_context(try_number=1, max_tries=2))
+        assert svc.cancels == []
+
+    def test_failed_cancel_is_reported_loudly(self, svc: ToyJobService) -> None:
+        """When the cancel itself fails the log names the job that may be left running."""
+        op = make(svc)
+        svc.fail_next("status", 100)
+        svc.fail_next("cancel", 100)
+        with capture_logs() as logs, pytest.raises(TransientCloudError):
+            op.execute(make_context(max_tries=0))
+        loud = [e for e in logs if e["log_level"] == "error" and "COULD NOT CANCEL" in e["event"]]
+        assert loud and loud[0]["external_id"] == svc.submissions[0]
+
+
+class TestClassification:
+    @pytest.mark.parametrize(
+        ("state", "kind"),
+        [
+            ("running", StopKind.WORKER_SHUTDOWN),
+            ("failed", StopKind.USER_STOP),
+            ("success", StopKind.USER_STOP),
+            ("restarting", StopKind.USER_STOP),
+            (None, StopKind.USER_STOP),
+        ],
+    )
+    def test_server_state_decides(self, state: str | None, kind: StopKind) -> None:
+        """Only 'running' on the server means the worker, not a user, is stopping the try."""
+        answer: Callable[[], dict[str, Any]] = lambda: {"r": {"t_2": state}}  # noqa: E731
+        assert classify_stop(answer, run_id="r", task_id="t", map_index=2, timeout=1)[0] is kind
+
+    def test_installed_airflow_forwards_sigterm(self) -> None:
+        """Airflow 3.3.x's supervisor forwards SIGTERM to the task (the warm-shutdown change is later)."""
+        assert supervisor_signal_mode() == "forward"
