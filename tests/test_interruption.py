@@ -12,7 +12,9 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
+import pluggy
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowTaskTimeout
 from airflow.sdk.execution_time.timeout import timeout
@@ -249,3 +251,58 @@ class TestClassification:
     def test_installed_airflow_forwards_sigterm(self) -> None:
         """Airflow 3.3.x's supervisor forwards SIGTERM to the task (the warm-shutdown change is later)."""
         assert supervisor_signal_mode() == "forward"
+
+
+class CheckpointListener:
+    """A listener as an Airflow plugin would register it."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    @pluggy.HookimplMarker("airflow")
+    def on_task_instance_checkpointed(
+        self, previous_state: str, task_instance: Any, checkpoint_data: dict[str, Any]
+    ) -> None:
+        self.calls.append({"previous_state": previous_state, **checkpoint_data})
+
+
+class TestCheckpointListener:
+    def test_listener_hook_is_called_on_checkpoint(self, svc: ToyJobService) -> None:
+        """A registered on_task_instance_checkpointed listener receives the checkpoint data."""
+        from airflow.sdk.listener import get_listener_manager
+
+        listener = CheckpointListener()
+        manager = get_listener_manager()
+        manager.pm.register(listener)
+        try:
+            op = make(svc)
+            signal_on_poll(svc, signal.SIGTERM)
+            with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException):
+                op.execute(make_context())
+        finally:
+            manager.pm.unregister(listener)
+        assert listener.calls == [mock.ANY]
+        assert listener.calls[0]["previous_state"] == "running"
+        assert listener.calls[0]["external_id"] == svc.submissions[0]
+
+    def test_failing_listener_does_not_stop_the_checkpoint(self, svc: ToyJobService) -> None:
+        """A listener that raises is logged; the try still ends in a checkpoint."""
+        from airflow.sdk.listener import get_listener_manager
+
+        class Broken:
+            @pluggy.HookimplMarker("airflow")
+            def on_task_instance_checkpointed(
+                self, previous_state: str, task_instance: Any, checkpoint_data: Any
+            ) -> None:
+                raise RuntimeError("listener bug")
+
+        broken = Broken()
+        get_listener_manager().pm.register(broken)
+        try:
+            op = make(svc, on_checkpoint_callback=lambda context: 1 / 0)
+            signal_on_poll(svc, signal.SIGTERM)
+            with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException):
+                op.execute(make_context())
+        finally:
+            get_listener_manager().pm.unregister(broken)
+        assert svc.cancels == []
