@@ -8,6 +8,7 @@ from typing import Any
 def get_provider_info() -> dict[str, Any]:
     """Describe this package to Airflow; must not import Airflow (it runs during Airflow's start-up)."""
     from airflow_resumable import __version__
+    from airflow_resumable._config import provider_config
 
     return {
         "package-name": "airflow-resumable",
@@ -15,4 +16,5 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Remote jobs that survive the worker that waits for them: exactly-once "
         "submission, reconnection, and worker shutdown as a checkpoint.",
         "versions": [__version__],
+        "config": provider_config(),
     }

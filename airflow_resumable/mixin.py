@@ -8,7 +8,6 @@ every submission, submission tokens, spec-change detection, cancellation and bou
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
@@ -17,6 +16,7 @@ from airflow.sdk.exceptions import AirflowRescheduleException, AirflowTaskTimeou
 from airflow.sdk.observability.stats import Stats
 from opentelemetry import trace
 
+from airflow_resumable._config import setting
 from airflow_resumable._decision import Backend, Decision, decide
 from airflow_resumable._stopping import Interrupted, StopHandlingMixin
 from airflow_resumable.exceptions import (
@@ -29,6 +29,7 @@ from airflow_resumable.retry import DEFAULT_CLOUD_RETRY, DEFAULT_STATE_STORE_RET
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import timedelta
 
     from airflow.sdk.definitions.context import Context
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor
@@ -87,15 +88,18 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     :param durable: as in the core mixin; False disables every record and reconnection.
     :param cloud_retry: retries of transient cloud errors (see :meth:`is_transient_error`).
     :param state_store_retry: retries of task-state-store reads and writes.
-    :param resume_delay: how long after a worker-shutdown checkpoint the task resumes.
-    :param max_resumes: consecutive checkpoints allowed per job; the next shutdown fails the task.
+    Arguments left as None take their value from the ``[resumable]`` section of the Airflow
+    configuration (see ``docs/configuration.md``), else the built-in default shown.
+
+    :param resume_delay: how long after a worker-shutdown checkpoint the task resumes (15 s).
+    :param max_resumes: consecutive checkpoints allowed per job; the next shutdown fails the task (3).
     :param cancel_on_user_stop: cancel the job when a user stops the task (marks it failed or
         success, clears it, deletes the run).
     :param cancel_on_timeout: cancel the job when ``execution_timeout`` is reached.
     :param cancel_on_failure: cancel a possibly active job when the task fails for good.
     :param on_checkpoint_callback: called like Airflow's task callbacks, with the context plus a
         ``checkpoint`` entry, whenever a worker shutdown becomes a checkpoint.
-    :param stop_classification_timeout: seconds to wait for the server's answer after a signal.
+    :param stop_classification_timeout: seconds to wait for the server's answer after a signal (3).
 
     .. versionadded:: 0.1.0
     """
@@ -118,24 +122,27 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         *,
         cloud_retry: RetryPolicy | None = None,
         state_store_retry: RetryPolicy | None = None,
-        resume_delay: timedelta | float = timedelta(seconds=15),
-        max_resumes: int = 3,
-        cancel_on_user_stop: bool = True,
-        cancel_on_timeout: bool = True,
-        cancel_on_failure: bool = True,
+        resume_delay: timedelta | float | None = None,
+        max_resumes: int | None = None,
+        cancel_on_user_stop: bool | None = None,
+        cancel_on_timeout: bool | None = None,
+        cancel_on_failure: bool | None = None,
         on_checkpoint_callback: Callable[..., Any] | list[Callable[..., Any]] | None = None,
-        stop_classification_timeout: float = 3.0,
+        stop_classification_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # None means "the [resumable] section of the Airflow configuration, else the built-in default".
         self._init_stop_policy(
-            resume_delay=resume_delay,
-            max_resumes=max_resumes,
-            cancel_on_user_stop=cancel_on_user_stop,
-            cancel_on_timeout=cancel_on_timeout,
-            cancel_on_failure=cancel_on_failure,
+            resume_delay=setting("resume_delay_seconds") if resume_delay is None else resume_delay,
+            max_resumes=setting("max_resumes") if max_resumes is None else max_resumes,
+            cancel_on_user_stop=_or_setting(cancel_on_user_stop, "cancel_on_user_stop"),
+            cancel_on_timeout=_or_setting(cancel_on_timeout, "cancel_on_timeout"),
+            cancel_on_failure=_or_setting(cancel_on_failure, "cancel_on_failure"),
             on_checkpoint_callback=on_checkpoint_callback,
-            stop_classification_timeout=stop_classification_timeout,
+            stop_classification_timeout=_or_setting(
+                stop_classification_timeout, "stop_classification_timeout"
+            ),
         )
         self.cloud_retry = cloud_retry or DEFAULT_CLOUD_RETRY
         self.state_store_retry = state_store_retry or DEFAULT_STATE_STORE_RETRY
@@ -380,3 +387,7 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
 
     def _count(self, metric: str, context: Context) -> None:
         Stats.incr(f"{METRIC_PREFIX}.{metric}", tags={"operator": type(self).__name__})
+
+
+def _or_setting(value: Any, name: str) -> Any:
+    return setting(name) if value is None else value

@@ -1,0 +1,70 @@
+"""
+The ``[resumable]`` configuration section: deployment-wide defaults for the stop policy.
+
+Operator arguments override these. Set them in ``airflow.cfg`` or as environment variables
+(``AIRFLOW__RESUMABLE__MAX_RESUMES=5``). Option names are public: never rename one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SECTION = "resumable"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its type (``integer``, ``float``, ``boolean``), default and description."""
+
+    type: str
+    default: Any
+    description: str
+
+
+OPTIONS: dict[str, Option] = {
+    "resume_delay_seconds": Option(
+        "float", 15.0, "Seconds after a worker-shutdown checkpoint before the task resumes."
+    ),
+    "max_resumes": Option(
+        "integer", 3, "Consecutive checkpoints allowed per remote job; the next shutdown fails the task."
+    ),
+    "cancel_on_user_stop": Option(
+        "boolean", True, "Cancel the remote job when a user marks the task failed or success, or clears it."
+    ),
+    "cancel_on_timeout": Option("boolean", True, "Cancel the remote job when execution_timeout is reached."),
+    "cancel_on_failure": Option(
+        "boolean", True, "Cancel a possibly active remote job when the task fails for good."
+    ),
+    "stop_classification_timeout": Option(
+        "float", 3.0, "Seconds to wait for the API server's answer after a stop signal."
+    ),
+}
+
+
+def setting(name: str) -> Any:
+    """The configured value of option ``name`` of ``[resumable]``, or its built-in default."""
+    from airflow.sdk.configuration import conf
+
+    option = OPTIONS[name]
+    getter = {"integer": conf.getint, "float": conf.getfloat, "boolean": conf.getboolean}[option.type]
+    return getter(SECTION, name, fallback=option.default)
+
+
+def provider_config() -> dict[str, Any]:
+    """The ``config`` entry of the provider info, generated from :data:`OPTIONS`."""
+    return {
+        SECTION: {
+            "description": "Defaults of airflow_resumable's operators; operator arguments override them.",
+            "options": {
+                name: {
+                    "description": option.description,
+                    "version_added": "0.1.0",
+                    "type": option.type,
+                    "example": str(option.default),
+                    "default": str(option.default),
+                }
+                for name, option in OPTIONS.items()
+            },
+        }
+    }
