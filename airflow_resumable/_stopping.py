@@ -9,6 +9,7 @@ supervisor from a signal handler: ``on_kill`` only records, the main thread acts
 from __future__ import annotations
 
 import signal
+import warnings
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from airflow_resumable.retry import RetryPolicy
 
 METRIC_PREFIX = "airflow_resumable"
+#: Below this, a rescheduled try can overtake the scheduler's handling of the previous workload.
+MIN_SAFE_RESUME_DELAY = timedelta(seconds=5)
 
 
 class Interrupted(Exception):  # a control-flow signal, not an error
@@ -68,6 +71,17 @@ class StopHandlingMixin:
         )
         if self.resume_delay < timedelta(0):
             raise ValueError(f"resume_delay must not be negative, got {resume_delay!r}")
+        if timedelta(0) < self.resume_delay < MIN_SAFE_RESUME_DELAY:
+            # Airflow 3.3's scheduler can see the finished workload's executor event after the
+            # rescheduled one (same try number) was queued, and then fails the new one as "killed
+            # externally". A few scheduler loops of delay keep the two apart.
+            warnings.warn(
+                f"resume_delay={self.resume_delay.total_seconds():g}s is shorter than "
+                f"{MIN_SAFE_RESUME_DELAY.total_seconds():g}s: a resumed try can race Airflow's scheduler "
+                "and be failed as killed externally.",
+                UserWarning,
+                stacklevel=3,
+            )
         self.max_resumes = max_resumes
         self.cancel_on_user_stop = cancel_on_user_stop
         self.cancel_on_timeout = cancel_on_timeout
