@@ -1,0 +1,91 @@
+"""Helpers for the Databricks operator tests: a CloudDriver over the fake, fast retries, a task context."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+from tenacity import stop_after_attempt, wait_fixed, wait_none
+
+from airflow_resumable.retry import RetryPolicy
+from airflow_resumable.testing.state import FakeTaskInstance, InMemoryTaskStateStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pydantic import JsonValue
+
+    from airflow_resumable.testing.databricks import FakeDatabricks
+
+#: The hook retries three times, 10 ms apart (its default waits are whole seconds).
+HOOK_RETRY_ARGS: dict[str, Any] = {"stop": stop_after_attempt(3), "wait": wait_fixed(0.01)}
+#: Our own retries of transient errors, without waiting.
+CLOUD_RETRY = RetryPolicy(attempts=3, wait=wait_none())
+
+
+class FakeDatabricksDriver:
+    """The contract kit's CloudDriver over a FakeDatabricks: counts and controls runs."""
+
+    def __init__(self, fake: FakeDatabricks) -> None:
+        self.fake = fake
+
+    def submitted_ids(self) -> list[JsonValue]:
+        """Runs the fake created (idempotent replays excluded)."""
+        return [entry.run_id for entry in self.fake.submissions()]
+
+    def cancelled_ids(self) -> list[JsonValue]:
+        """Runs the fake was asked to cancel."""
+        return [entry.run_id for entry in self.fake.cancels()]
+
+    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
+        """Terminate a run SUCCESS or FAILED."""
+        self.fake.finish_run(
+            int(str(external_id)), "SUCCESS" if succeeded else "FAILED", "" if succeeded else "boom"
+        )
+
+    def expire(self, external_id: JsonValue) -> None:
+        """Drop a run from the run history."""
+        self.fake.expire_run(int(str(external_id)))
+
+
+@dataclass
+class XComTaskInstance(FakeTaskInstance):
+    """A FakeTaskInstance that keeps what the operator pushes to XCom."""
+
+    xcoms: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        """Record one XCom, as ``RuntimeTaskInstance.xcom_push`` would store it."""
+        self.xcoms[key] = value
+
+
+def task_context(
+    store: InMemoryTaskStateStore | None = None, *, try_number: int = 1, max_tries: int = 1
+) -> dict[str, Any]:
+    """A task context for calling ``execute`` directly: a recording ``ti`` and an in-memory store."""
+    ti = XComTaskInstance("dag", "manual__1", "job", try_number=try_number, max_tries=max_tries)
+    return {"ti": ti, "task_state_store": store if store is not None else InMemoryTaskStateStore()}
+
+
+@contextmanager
+def finish_on_status_call(
+    fake: FakeDatabricks, operator_class: type, call: int = 1, result: str = "SUCCESS", message: str = ""
+) -> Iterator[list[JsonValue]]:
+    """
+    End the polled run at the ``call``-th ``get_job_status`` of ``operator_class`` (1-based).
+
+    Yields the list of run ids passed to ``get_job_status``, in order.
+    """
+    original = operator_class.get_job_status
+    calls: list[JsonValue] = []
+
+    def counting(op: Any, external_id: JsonValue, context: Any) -> str:
+        calls.append(external_id)
+        if len(calls) == call:
+            fake.finish_run(int(str(external_id)), result, message)
+        return str(original(op, external_id, context))
+
+    with mock.patch.object(operator_class, "get_job_status", counting):
+        yield calls

@@ -1,0 +1,192 @@
+"""deferrable=True: the run id is recorded before deferring, and every way back from the triggerer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+import pytest
+from airflow.providers.databricks.triggers.databricks import DatabricksExecutionTrigger
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_resumable.exceptions import JobFailedError
+from airflow_resumable.providers.databricks import (
+    ResumableDatabricksRunNowOperator,
+    ResumableDatabricksSubmitRunOperator,
+)
+from airflow_resumable.record import RECORD_KEY
+from airflow_resumable.testing.state import InMemoryTaskStateStore
+from tests.providers.databricks.helpers import CLOUD_RETRY, task_context
+
+if TYPE_CHECKING:
+    from airflow_resumable.testing.databricks import FakeDatabricks
+
+# Trigger arguments cross a serialisation boundary: no tenacity objects in databricks_retry_args.
+DEFERRABLE: dict[str, Any] = {
+    "deferrable": True,
+    "polling_period_seconds": 0,
+    "databricks_retry_limit": 1,
+    "cloud_retry": CLOUD_RETRY,
+    "state_store_retry": CLOUD_RETRY,
+}
+
+
+def submit_run(**kwargs: Any) -> ResumableDatabricksSubmitRunOperator:
+    return ResumableDatabricksSubmitRunOperator(
+        task_id="job", **{"notebook_task": {"notebook_path": "/Shared/etl"}, **DEFERRABLE, **kwargs}
+    )
+
+
+def run_now(**kwargs: Any) -> ResumableDatabricksRunNowOperator:
+    return ResumableDatabricksRunNowOperator(task_id="job", **{"job_name": "nightly", **DEFERRABLE, **kwargs})
+
+
+def defer(op: Any, context: dict[str, Any]) -> DatabricksExecutionTrigger:
+    """Run ``execute`` until it defers; return the trigger."""
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    assert deferred.value.method_name == "execute_complete"
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, DatabricksExecutionTrigger)
+    return trigger
+
+
+def trigger_event(trigger: DatabricksExecutionTrigger) -> dict[str, Any]:
+    """Run the real trigger (async hook, over HTTP) to its first event."""
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first())
+
+
+class TestDeferring:
+    """The first try defers only once the run id is safe in the task state store."""
+
+    def test_run_id_is_recorded_before_deferring(self, fake: FakeDatabricks) -> None:
+        """At TaskDeferred the record holds the run (phase submitted) and the stock key mirrors it."""
+        context = task_context()
+        trigger = defer(submit_run(), context)
+        (entry,) = fake.submissions()
+        store = context["task_state_store"]
+        record = store.get(RECORD_KEY)
+        assert record["phase"] == "submitted" and record["external_id"] == entry.run_id
+        assert store.get("databricks_run_id") == entry.run_id
+        assert trigger.run_id == entry.run_id and trigger.run_page_url == context["ti"].xcoms["run_page_url"]
+        assert entry.body["idempotency_token"] == record["token"]
+        assert set(context["ti"].xcoms) == {"job_id", "run_id", "run_page_url"}
+
+    def test_finished_run_is_not_deferred(self, fake: FakeDatabricks) -> None:
+        """A run that already ended when checked finishes in the worker, as in stock."""
+        fake.set_lifecycle("clock", run_duration=0, final_result="SUCCESS")
+        context = task_context()
+        assert submit_run().execute(context) is None
+        assert context["task_state_store"].get(RECORD_KEY)["phase"] == "completed"
+
+
+class TestResume:
+    """Back from the triggerer: the event, a lost trigger, a failure."""
+
+    def test_success_event_completes_the_record(self, fake: FakeDatabricks) -> None:
+        """The trigger's success event ends the try through the engine: result None, record completed."""
+        context = task_context()
+        trigger = defer(submit_run(), context)
+        fake.finish_run(trigger.run_id)
+        resumed = task_context(context["task_state_store"])  # a fresh process after the deferral
+        assert submit_run().execute_complete(resumed, trigger_event(trigger)) is None
+        assert resumed["task_state_store"].get(RECORD_KEY)["phase"] == "completed"
+        assert resumed["ti"].xcoms["run_id"] == trigger.run_id
+        assert len(fake.submissions()) == 1
+
+    def test_retry_after_lost_trigger_defers_to_the_same_run(self, fake: FakeDatabricks) -> None:
+        """A new try (the trigger was lost or timed out) reconnects and defers again: no new run."""
+        store = InMemoryTaskStateStore()
+        first = defer(submit_run(), task_context(store, try_number=1))
+        second = defer(submit_run(), task_context(store, try_number=2))
+        assert second.run_id == first.run_id
+        assert len(fake.submissions()) == 1
+
+    def test_failure_event_fails_and_the_retry_submits_fresh(self, fake: FakeDatabricks) -> None:
+        """A failed run fails the try with its errors; the next try submits generation 2."""
+        store = InMemoryTaskStateStore()
+        trigger = defer(submit_run(), task_context(store, try_number=1))
+        fake.finish_run(trigger.run_id, "FAILED", "boom", error="ZeroDivisionError")
+        with pytest.raises(JobFailedError, match="ZeroDivisionError"):
+            submit_run().execute_complete(task_context(store, try_number=1), trigger_event(trigger))
+        retry = defer(submit_run(), task_context(store, try_number=2))
+        assert retry.run_id != trigger.run_id
+        assert store.get(RECORD_KEY)["generation"] == 2
+
+    def test_event_for_a_run_active_again_defers_again(self, fake: FakeDatabricks) -> None:
+        """If the run is active again (repaired) when the event arrives, the try defers once more."""
+        store = InMemoryTaskStateStore()
+        trigger = defer(submit_run(), task_context(store))
+        fake.finish_run(trigger.run_id, "FAILED")
+        event = trigger_event(trigger)
+        fake.repair_run(trigger.run_id)
+        again = defer_complete(submit_run(), task_context(store), event)
+        assert again.run_id == trigger.run_id and len(fake.submissions()) == 1
+
+    def test_not_durable_resume_submits_nothing(self, fake: FakeDatabricks) -> None:
+        """durable=False: the event still ends the try on its run, without a record."""
+        context = task_context()
+        trigger = defer(submit_run(durable=False), context)
+        fake.finish_run(trigger.run_id)
+        assert submit_run(durable=False).execute_complete(task_context(), trigger_event(trigger)) is None
+        assert len(fake.submissions()) == 1 and context["task_state_store"].values == {}
+
+
+class TestRunNowRepair:
+    """repair_run while deferred: repair once, then defer with repair_run=False."""
+
+    def test_failure_event_repairs_and_defers_again(self, fake: FakeDatabricks) -> None:
+        """The trigger carries repair_run; on failure the run is repaired and the new trigger does not."""
+        fake.create_job("nightly", {"tasks": [{"task_key": "etl", "notebook_task": {"notebook_path": "/x"}}]})
+        store = InMemoryTaskStateStore()
+        trigger = defer(run_now(repair_run=True), task_context(store))
+        assert trigger.repair_run is True
+        fake.finish_run(trigger.run_id, "FAILED", "flaky")
+        again = defer_complete(run_now(repair_run=True), task_context(store), trigger_event(trigger))
+        assert again.run_id == trigger.run_id and again.repair_run is False
+        assert len(fake.calls("runs/repair")) == 1 and len(fake.submissions()) == 1
+
+
+def defer_complete(op: Any, context: dict[str, Any], event: dict[str, Any]) -> DatabricksExecutionTrigger:
+    """Run ``execute_complete`` until it defers again; return the new trigger."""
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute_complete(context, event)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, DatabricksExecutionTrigger)
+    return trigger
+
+
+class TestRealDagRun:
+    """The whole deferral through dag.test(): task runner, triggerer loop, resume, task state store."""
+
+    def test_deferred_run_succeeds_with_one_run(self, fake: FakeDatabricks) -> None:
+        """The task defers, the trigger sees the run end, execute_complete finishes the record."""
+        from airflow.sdk import DAG
+
+        from airflow_resumable.testing.airflow_env import read_task_state, run_dag
+
+        fake.set_lifecycle("clock", run_duration=1.0, final_result="SUCCESS")
+        with DAG(f"deferrable_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
+            submit_run(polling_period_seconds=0.05, retries=1, retry_delay=timedelta(0))
+        resumed = mock.patch.object(
+            ResumableDatabricksSubmitRunOperator,
+            "execute_complete",
+            autospec=True,
+            side_effect=ResumableDatabricksSubmitRunOperator.execute_complete,
+        )
+        with resumed as execute_complete:
+            outcome = run_dag(dag)
+        assert outcome.task("job").state == "success" and outcome.task("job").try_number == 1
+        assert execute_complete.call_count == 1, "the task must have deferred and resumed"
+        assert len(fake.submissions()) == 1
+        record = read_task_state(outcome.dag_id, outcome.run_id, "job", RECORD_KEY)
+        assert record["phase"] == "completed" and record["external_id"] == fake.submissions()[0].run_id
