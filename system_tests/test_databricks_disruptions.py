@@ -234,3 +234,35 @@ class TestNoOrphans:
         assert str(remote_run) in line
         assert fake_databricks.client.get_run(remote_run)["state"]["life_cycle_state"] == "RUNNING"
         fake_databricks.client.finish_run(remote_run, "CANCELED")
+
+
+class TestCrashBetweenSubmitAndPersist:
+    def test_crash_after_runs_submit_creates_no_duplicate(
+        self, scenario: Scenario, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """SIGKILL while runs/submit's answer is in flight: the retry resends the token, still 1 run."""
+        scenario.fake.client.stall_responses("runs/submit", seconds=30)
+        scenario.start()
+        remote_run = wait_until(scenario.submissions, timeout=60, what="the run created")[0]
+        processes = scenario.cluster.task_processes(scenario.dag_id, TASK, scenario.run_id)
+        assert scenario.record().get("phase") == "intent", "the id must not be stored yet"
+        fault_at = time.monotonic()
+        processes.kill_both()
+        scenario.wait_for_executions(2, timeout=90)
+        scenario.figures["recovery_s"] = round(time.monotonic() - fault_at, 2)
+        wait_until(lambda: scenario.record().get("external_id") == remote_run, timeout=30, what="id stored")
+        scenario.finish(remote_run)
+        state = scenario.cluster.wait_for_dag_run(scenario.dag_id, scenario.run_id, timeout=60)
+        replays = [
+            e
+            for e in scenario.fake.client.calls("runs/submit")
+            if e.body.get("run_name") == scenario.run_name
+        ]
+        scenario.figures["runs_submit_calls"] = len(replays)
+        scenario.report(capsys, "SIGKILL between runs/submit and persist")
+        assert state == "success"
+        assert scenario.submissions() == [remote_run], "the token must deduplicate the resubmission"
+        assert (
+            len(replays) == 2 and replays[0].body["idempotency_token"] == replays[1].body["idempotency_token"]
+        )
+        assert scenario.ti()["try_number"] == 2

@@ -279,6 +279,7 @@ class FakeDatabricksState:
             self._task_parent: dict[int, int] = {}
             self._tokens: dict[tuple[Any, ...], int] = {}
             self._faults: dict[str, list[_Fault]] = {}
+            self._stalls: dict[str, list[float]] = {}
             self._ledger: list[LedgerEntry] = []
 
     def set_lifecycle(
@@ -408,9 +409,22 @@ class FakeDatabricksState:
             self._faults.setdefault(key, []).append(_Fault(status, count, after_handling, error))
 
     def clear_faults(self) -> None:
-        """Remove every pending injected fault."""
+        """Remove every pending injected fault and stall."""
         with self._lock:
             self._faults.clear()
+            self._stalls.clear()
+
+    def stall_responses(self, endpoint: str, seconds: float, count: int = 1) -> None:
+        """
+        Carry out the next ``count`` calls to ``endpoint`` at once but answer only ``seconds`` later.
+
+        The window a worker crash between "the service accepted the job" and "the task stored its
+        id" needs: the run exists while the client still waits for its id.
+        """
+        if seconds <= 0 or count < 1:
+            raise FakeDatabricksError(400, f"Bad stall: seconds={seconds} count={count}")
+        with self._lock:
+            self._stalls.setdefault(canonical_endpoint(endpoint), []).extend([seconds] * count)
 
     def ledger(self) -> list[LedgerEntry]:
         """Every API call so far, oldest first."""
@@ -483,7 +497,11 @@ class FakeDatabricksState:
                 )
             )
             log.debug("fake databricks %s %s -> %s", method, endpoint, status)
-            return status, payload
+            stalls = self._stalls.get(endpoint)
+            stall = stalls.pop(0) if stalls else 0.0
+        if stall:
+            time.sleep(stall)  # the service is slow to answer; the request was already carried out
+        return status, payload
 
     def _take_fault(self, endpoint: str) -> _Fault | None:
         for key in (endpoint, "*"):
@@ -879,6 +897,11 @@ def create_app(state: FakeDatabricksState) -> Flask:
             state.clear_faults()
         else:
             state.inject_fault(**body())
+        return reply(200, {})
+
+    @app.post("/fake/stalls")
+    def stalls() -> Response:
+        state.stall_responses(**body())
         return reply(200, {})
 
     @app.post("/fake/lifecycle")

@@ -130,7 +130,11 @@ class FakeDatabricksControl(Protocol):
         ...
 
     def clear_faults(self) -> None:
-        """Remove every pending injected fault."""
+        """Remove every pending injected fault and stall."""
+        ...
+
+    def stall_responses(self, endpoint: str, seconds: float, count: int = 1) -> None:
+        """Carry out the next ``count`` calls to ``endpoint`` at once, answer ``seconds`` later."""
         ...
 
     def set_lifecycle(
@@ -321,6 +325,9 @@ class FakeDatabricks(FakeDatabricksControl):
     def clear_faults(self) -> None:
         self.state.clear_faults()
 
+    def stall_responses(self, endpoint: str, seconds: float, count: int = 1) -> None:
+        self.state.stall_responses(endpoint, seconds, count)
+
     def set_lifecycle(
         self, lifecycle: str, *, run_duration: float | None = None, final_result: str | None = None
     ) -> None:
@@ -430,6 +437,9 @@ class FakeDatabricksClient(FakeDatabricksControl):
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/fake/faults")
+
+    def stall_responses(self, endpoint: str, seconds: float, count: int = 1) -> None:
+        self._call("POST", "/fake/stalls", {"endpoint": endpoint, "seconds": seconds, "count": count})
 
     def set_lifecycle(
         self, lifecycle: str, *, run_duration: float | None = None, final_result: str | None = None

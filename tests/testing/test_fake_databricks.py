@@ -577,3 +577,33 @@ class TestProcessMode:
             finally:
                 proc.terminate()
                 assert proc.wait(timeout=10) == 0
+
+
+class TestStalledResponses:
+    def test_stalled_submit_creates_the_run_before_answering(self) -> None:
+        """A stalled runs/submit has created its run while the client still waits for the answer."""
+        import threading
+
+        import requests
+
+        from airflow_resumable.testing.databricks import FakeDatabricks
+
+        spec = {"run_name": "s", "tasks": [{"task_key": "t", "notebook_task": {"notebook_path": "/x"}}]}
+        with FakeDatabricks() as fake:
+            fake.stall_responses("runs/submit", seconds=2.0)
+            answered = threading.Event()
+
+            def submit() -> None:
+                url = f"{fake.url}/api/2.2/jobs/runs/submit"
+                requests.post(url, json=spec, headers={"Authorization": "Bearer t"}, timeout=10)
+                answered.set()
+
+            thread = threading.Thread(target=submit)
+            thread.start()
+            for _ in range(100):  # bounded: at most 100 short event waits
+                if fake.submissions() or answered.wait(0.01):
+                    break
+            assert fake.submissions(), "the run exists..."
+            assert not answered.is_set(), "...while the client still waits"
+            thread.join(5)
+            assert answered.is_set()
