@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints-3.11.txt
 
-.PHONY: demo test lint typecheck unit system venv clean
+.PHONY: demo test lint typecheck docs unit system venv clean
 
 venv: $(STAMP)
 
@@ -20,11 +20,15 @@ demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check airflow_resumable tests system_tests demo
-	$(BIN)/ruff format --check airflow_resumable tests system_tests demo
+	$(BIN)/ruff check airflow_resumable tests system_tests demo docs/*.py
+	$(BIN)/ruff format --check airflow_resumable tests system_tests demo docs/*.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The documentation site, warnings as errors (mkdocs.yml; nothing is fetched but PyPI packages).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 unit: $(STAMP)
 	$(BIN)/pytest tests
@@ -32,7 +36,7 @@ unit: $(STAMP)
 system: $(STAMP)
 	$(BIN)/pytest system_tests
 
-test: lint typecheck
+test: lint typecheck docs
 	$(BIN)/pytest tests system_tests
 
 clean:

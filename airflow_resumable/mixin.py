@@ -85,12 +85,12 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     task: the job is cancelled. An ``execution_timeout`` cancels too, and so does a failure for
     good (no retries left) while the job may still be active.
 
-    :param durable: as in the core mixin; False disables every record and reconnection.
-    :param cloud_retry: retries of transient cloud errors (see :meth:`is_transient_error`).
-    :param state_store_retry: retries of task-state-store reads and writes.
     Arguments left as None take their value from the ``[resumable]`` section of the Airflow
     configuration (see ``docs/configuration.md``), else the built-in default shown.
 
+    :param durable: as in the core mixin; False disables every record and reconnection.
+    :param cloud_retry: retries of transient cloud errors (see :meth:`is_transient_error`).
+    :param state_store_retry: retries of task-state-store reads and writes.
     :param resume_delay: how long after a worker-shutdown checkpoint the task resumes (15 s).
     :param max_resumes: consecutive checkpoints allowed per job; the next shutdown fails the task (3).
     :param cancel_on_user_stop: cancel the job when a user stops the task (marks it failed or
@@ -313,8 +313,14 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         """Submit with ``record.token``; retried only where a retry cannot create a duplicate."""
         self.submission_token = record.token
 
+        attempts = 0
+
         def attempt() -> JsonValue:
-            if not self.submission_is_idempotent and self._overrides("find_job"):
+            nonlocal attempts
+            attempts += 1
+            # Only a retry needs the lookup: the first attempt of a fresh intent cannot have created
+            # anything, and an inherited intent was already looked up by the decision.
+            if attempts > 1 and not self.submission_is_idempotent and self._overrides("find_job"):
                 found = self.find_job(record.token, context)
                 if found is not None:
                     return found

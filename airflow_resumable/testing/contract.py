@@ -310,7 +310,8 @@ class InterruptionContract:
                 threading.Event().wait(20)  # a status call that outlives the timeout (SIGALRM ends it)
 
         probe = ScenarioProbe(cloud, on_poll)
-        outcome = self._run(cloud, probe, retries=0, execution_timeout=timedelta(seconds=1))
+        # 3 s, not 1 s: a full garbage collection of a big test process alone can take a second.
+        outcome = self._run(cloud, probe, retries=0, execution_timeout=timedelta(seconds=3))
         assert outcome.task("job").state == "failed"
         assert len(cloud.submitted_ids()) == 1
         assert cloud.cancelled_ids() == cloud.submitted_ids()

@@ -1,0 +1,421 @@
+"""
+Job kinds of :mod:`airflow_resumable.testing.aws`: how each AWS job maps onto moto's models.
+
+Private. One :class:`JobKind` per service: which operations submit, read and cancel its jobs,
+which states it has, and how to read and write a job's state in moto's own backend objects (the
+``*_backends`` dictionaries), so that moto keeps rendering every response. Nothing here patches
+moto; the controller only changes the attributes moto's responses read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_resumable.testing._aws_wire import ErrorReply
+
+if TYPE_CHECKING:
+    from airflow_resumable.testing._aws_wire import ApiCall
+
+__all__ = ["KINDS", "JobKind", "TrackedJob"]
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass
+class TrackedJob:
+    """
+    A job the controller created a lifecycle for.
+
+    :param parent: the application, virtual cluster or EMR cluster the job belongs to.
+    :param token: the idempotency token it was submitted with, if any.
+    :param index: position on the kind's active path (the last one is the running state).
+    :param pinned: set by ``set_state``: neither reads nor the clock move the job any more.
+    """
+
+    job_id: str
+    kind: JobKind
+    region: str
+    account: str
+    parent: str | None
+    token: str | None
+    seq: int
+    action_on_failure: str | None = None
+    index: int = 0
+    reads: int = 0
+    started_at: float | None = None
+    pinned: bool = False
+    finished: bool = False
+    reason: str = ""
+    created_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def state(self) -> str:
+        """The state moto renders for the job now."""
+        return self.kind.read_state(self)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON view for tests and the control API."""
+        return {
+            "job_id": self.job_id,
+            "service": self.kind.service,
+            "state": self.state,
+            "parent": self.parent,
+            "token": self.token,
+            "region": self.region,
+            "pinned": self.pinned,
+            "finished": self.finished,
+        }
+
+
+class JobKind:
+    """The jobs of one service. Subclasses fill in the class attributes and the model access."""
+
+    service: ClassVar[str]
+    #: The active states a new job walks through, one per status read; the last one is "running".
+    path: ClassVar[tuple[str, ...]]
+    succeeded: ClassVar[str]
+    failed: ClassVar[str]
+    #: The state a successful cancel request leaves an active job in.
+    cancelled: ClassVar[str]
+    states: ClassVar[frozenset[str]]
+    terminal: ClassVar[frozenset[str]]
+    submit_operation: ClassVar[str]
+    read_operations: ClassVar[frozenset[str]]
+    cancel_operations: ClassVar[frozenset[str]]
+    default_failure_reason: ClassVar[str] = "the job failed"
+    #: (status, code) answered for a reused idempotency token with another request; None: no tokens.
+    token_conflict: ClassVar[tuple[int, str] | None] = None
+    #: Jobs of one parent run one at a time, oldest first (EMR steps on a cluster).
+    sequential: ClassVar[bool] = False
+
+    def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+        """(job id, parent, action on failure) of each job a successful submit created."""
+        raise NotImplementedError
+
+    def token(self, call: ApiCall) -> str | None:
+        """The idempotency token of a submit call (None: the service has none)."""
+        return None
+
+    def token_scope(self, call: ApiCall) -> str:
+        """What a token is unique within (the application or virtual cluster)."""
+        return ""
+
+    def read_ids(self, call: ApiCall) -> tuple[str | None, list[str] | None]:
+        """(parent, ids) a status read names; ids None means every job of the parent."""
+        raise NotImplementedError
+
+    def cancel_ids(self, call: ApiCall) -> list[str]:
+        """The ids a cancel call names."""
+        raise NotImplementedError
+
+    def cancel_applies(self, call: ApiCall, state: str) -> bool:
+        """Whether a cancel call ends a job in ``state``."""
+        return state not in self.terminal
+
+    def cancel_reason(self, call: ApiCall) -> str:
+        """The reason recorded on a job a cancel call ended."""
+        return "Cancelled by request"
+
+    def answer(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> dict[str, Any] | None:
+        """Answer an operation moto lacks; None lets moto answer."""
+        return None
+
+    def precheck(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> None:
+        """Raise :class:`ErrorReply` where AWS answers an error and moto does not."""
+
+    def locate(self, job_id: str, region: str, parent: str | None) -> str | None:
+        """The moto account that holds the job, or None."""
+        for account, regions in list(self.backends().items()):
+            if region in regions and self._find(regions[region], job_id, parent) is not None:
+                return str(account)
+        return None
+
+    def model(self, job: TrackedJob) -> Any:
+        """The moto object of the job, or None once it is gone."""
+        regions = self.backends().get(job.account, {})
+        if job.region not in regions:
+            return None
+        return self._find(regions[job.region], job.job_id, job.parent)
+
+    def read_state(self, job: TrackedJob) -> str:
+        model = self.model(job)
+        return "EXPIRED" if model is None else str(getattr(model, "state", ""))
+
+    def write_state(self, job: TrackedJob, state: str, reason: str) -> None:
+        raise NotImplementedError
+
+    def remove(self, job: TrackedJob) -> None:
+        raise NotImplementedError
+
+    def backends(self) -> Any:
+        raise NotImplementedError
+
+    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+        raise NotImplementedError
+
+
+class BatchJobs(JobKind):
+    """AWS Batch jobs (moto's ``batch``, run through ``batch_simple``: no Docker)."""
+
+    service = "batch"
+    path = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+    succeeded, failed, cancelled = "SUCCEEDED", "FAILED", "FAILED"
+    states = frozenset((*path, "SUCCEEDED", "FAILED"))
+    terminal = frozenset(("SUCCEEDED", "FAILED"))
+    submit_operation = "SubmitJob"
+    read_operations = frozenset(("DescribeJobs",))
+    cancel_operations = frozenset(("TerminateJob", "CancelJob"))
+    default_failure_reason = "Essential container in task exited"
+
+    def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+        return [(str(reply["jobId"]), None, None)]
+
+    def read_ids(self, call: ApiCall) -> tuple[str | None, list[str] | None]:
+        return None, [str(job).rsplit("/", 1)[-1] for job in call.body.get("jobs") or []]
+
+    def cancel_ids(self, call: ApiCall) -> list[str]:
+        return [str(call.body.get("jobId", ""))]
+
+    def cancel_applies(self, call: ApiCall, state: str) -> bool:
+        if call.operation == "CancelJob":  # AWS: only jobs that have not started yet
+            return state in ("SUBMITTED", "PENDING", "RUNNABLE")
+        return state not in self.terminal
+
+    def cancel_reason(self, call: ApiCall) -> str:
+        return str(call.body.get("reason") or "Terminated by request")
+
+    def backends(self) -> Any:
+        from moto.batch.models import batch_backends
+
+        return batch_backends
+
+    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+        return backend._jobs.get(job_id)
+
+    def read_state(self, job: TrackedJob) -> str:
+        model = self.model(job)
+        return "EXPIRED" if model is None else str(getattr(model.status, "value", model.status))
+
+    def write_state(self, job: TrackedJob, state: str, reason: str) -> None:
+        parent = self.model(job)
+        for model in [parent, *(parent._child_jobs or [])]:
+            model.job_stopped = False
+            model.job_stopped_reason = None
+            model.exit_code = None
+            model.job_stopped_at = _EPOCH
+            if state in ("SUBMITTED", "PENDING", "RUNNABLE"):
+                model.attempts, model.latest_attempt = [], None
+            elif not model.attempts:
+                model.job_started_at = datetime.now()
+                model.log_stream_name = model._stream_name
+                model._start_attempt()
+            if state in self.terminal:
+                model.exit_code = 0 if state == self.succeeded else 1
+                model._mark_stopped(success=state == self.succeeded)
+                model.job_stopped_reason = reason or (
+                    None if state == self.succeeded else self.default_failure_reason
+                )
+            else:
+                model.status = state
+
+    def remove(self, job: TrackedJob) -> None:
+        parent = self.model(job)
+        backend = self.backends()[job.account][job.region]
+        for model in [parent, *(parent._child_jobs or [])]:
+            backend._jobs.pop(model.job_id, None)
+            if model in model.job_queue.jobs:
+                model.job_queue.jobs.remove(model)
+
+
+class EmrSteps(JobKind):
+    """Steps of an EMR cluster; moto adds them but never runs them, and has no CancelSteps."""
+
+    service = "emr"
+    path = ("PENDING", "RUNNING")
+    succeeded, failed, cancelled = "COMPLETED", "FAILED", "CANCELLED"
+    states = frozenset(
+        ("PENDING", "CANCEL_PENDING", "RUNNING", "COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED")
+    )
+    terminal = frozenset(("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"))
+    submit_operation = "AddJobFlowSteps"
+    read_operations = frozenset(("DescribeStep", "ListSteps"))
+    cancel_operations = frozenset(("CancelSteps",))
+    default_failure_reason = "Step failed"
+    sequential = True
+
+    def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+        steps = call.body.get("Steps") or []
+        cluster = str(call.body.get("JobFlowId"))
+        return [
+            (str(step_id), cluster, str(step.get("ActionOnFailure") or "TERMINATE_CLUSTER"))
+            for step_id, step in zip(reply.get("StepIds") or [], steps, strict=False)
+        ]
+
+    def read_ids(self, call: ApiCall) -> tuple[str | None, list[str] | None]:
+        cluster = str(call.body.get("ClusterId"))
+        if call.operation == "DescribeStep":
+            return cluster, [str(call.body.get("StepId"))]
+        return cluster, [str(i) for i in call.body.get("StepIds") or []] or None
+
+    def cancel_ids(self, call: ApiCall) -> list[str]:
+        return [str(i) for i in call.body.get("StepIds") or []]
+
+    def cancel_reason(self, call: ApiCall) -> str:
+        return "Cancelled by CancelSteps"
+
+    def precheck(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> None:
+        if call.operation != "DescribeStep":
+            return
+        step_id, cluster = str(call.body.get("StepId")), str(call.body.get("ClusterId"))
+        job = jobs.get(step_id)
+        if job is not None and job.parent == cluster and self.model(job) is None:
+            raise ErrorReply(400, "InvalidRequestException", f"Step id '{step_id}' is not valid.")
+
+    def answer(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> dict[str, Any] | None:
+        if call.operation != "CancelSteps":
+            return None
+        infos = []
+        for step_id in self.cancel_ids(call):
+            job = jobs.get(step_id)
+            if job is None or self.model(job) is None:
+                infos.append({"StepId": step_id, "Status": "FAILED", "Reason": "Step not found"})
+            elif job.state in self.terminal:
+                infos.append({"StepId": step_id, "Status": "FAILED", "Reason": f"Step is {job.state}"})
+            else:
+                infos.append({"StepId": step_id, "Status": "SUBMITTED", "Reason": ""})
+        return {"CancelStepsInfoList": infos}
+
+    def backends(self) -> Any:
+        from moto.emr.models import emr_backends
+
+        return emr_backends
+
+    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+        cluster = backend.clusters.get(parent)
+        return None if cluster is None else next((s for s in cluster.steps if s.id == job_id), None)
+
+    def write_state(self, job: TrackedJob, state: str, reason: str) -> None:
+        from moto.core.utils import utcnow
+
+        step = self.model(job)
+        step.state = state
+        if state == "RUNNING" and step.start_date_time is None:
+            step.start()
+        step.end_date_time = utcnow() if state in self.terminal else None
+        step.last_state_change_reason = reason or None
+
+    def remove(self, job: TrackedJob) -> None:
+        cluster = self.backends()[job.account][job.region].clusters[job.parent]
+        cluster.steps = [step for step in cluster.steps if step.id != job.job_id]
+
+
+class EmrServerlessJobRuns(JobKind):
+    """EMR Serverless job runs; moto ends them ``SUCCESS`` at once and ignores ``clientToken``."""
+
+    service = "emr-serverless"
+    path = ("SUBMITTED", "PENDING", "SCHEDULED", "RUNNING")
+    succeeded, failed, cancelled = "SUCCESS", "FAILED", "CANCELLED"
+    states = frozenset((*path, "SUCCESS", "FAILED", "CANCELLING", "CANCELLED", "QUEUED"))
+    terminal = frozenset(("SUCCESS", "FAILED", "CANCELLED"))
+    submit_operation = "StartJobRun"
+    read_operations = frozenset(("GetJobRun",))
+    cancel_operations = frozenset(("CancelJobRun",))
+    default_failure_reason = "Job failed, please check complete logs in configured logging destination."
+    token_conflict = (409, "ConflictException")
+
+    def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+        return [(str(reply["jobRunId"]), call.path_params.get("applicationId"), None)]
+
+    def token(self, call: ApiCall) -> str | None:
+        value = call.body.get("clientToken")
+        return None if value is None else str(value)
+
+    def token_scope(self, call: ApiCall) -> str:
+        return call.path_params.get("applicationId", "")
+
+    def read_ids(self, call: ApiCall) -> tuple[str | None, list[str] | None]:
+        return call.path_params.get("applicationId"), [call.path_params.get("jobRunId", "")]
+
+    def cancel_ids(self, call: ApiCall) -> list[str]:
+        return [call.path_params.get("jobRunId", "")]
+
+    def backends(self) -> Any:
+        from moto.emrserverless.models import emrserverless_backends
+
+        return emrserverless_backends
+
+    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+        return next((run for run in backend.job_runs.get(parent, []) if run.id == job_id), None)
+
+    def write_state(self, job: TrackedJob, state: str, reason: str) -> None:
+        from moto.core.utils import utcnow
+
+        run = self.model(job)
+        run.state = state
+        run.state_details = reason or None
+        run.updated_at = utcnow()
+
+    def remove(self, job: TrackedJob) -> None:
+        runs = self.backends()[job.account][job.region].job_runs.get(job.parent, [])
+        runs[:] = [run for run in runs if run.id != job.job_id]
+
+
+class EmrContainersJobRuns(JobKind):
+    """EMR on EKS job runs; moto keeps them ``RUNNING`` for ever and ignores ``clientToken``."""
+
+    service = "emr-containers"
+    path = ("PENDING", "SUBMITTED", "RUNNING")
+    succeeded, failed, cancelled = "COMPLETED", "FAILED", "CANCELLED"
+    states = frozenset((*path, "FAILED", "CANCELLED", "CANCEL_PENDING", "COMPLETED"))
+    terminal = frozenset(("COMPLETED", "FAILED", "CANCELLED"))
+    submit_operation = "StartJobRun"
+    read_operations = frozenset(("DescribeJobRun",))
+    cancel_operations = frozenset(("CancelJobRun",))
+    default_failure_reason = "Job run failed"
+    token_conflict = (400, "ValidationException")
+
+    def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+        return [(str(reply["id"]), call.path_params.get("virtualClusterId"), None)]
+
+    def token(self, call: ApiCall) -> str | None:
+        value = call.body.get("clientToken")
+        return None if value is None else str(value)
+
+    def token_scope(self, call: ApiCall) -> str:
+        return call.path_params.get("virtualClusterId", "")
+
+    def read_ids(self, call: ApiCall) -> tuple[str | None, list[str] | None]:
+        return call.path_params.get("virtualClusterId"), [call.path_params.get("jobRunId", "")]
+
+    def cancel_ids(self, call: ApiCall) -> list[str]:
+        return [call.path_params.get("jobRunId", "")]
+
+    def backends(self) -> Any:
+        from moto.emrcontainers.models import emrcontainers_backends
+
+        return emrcontainers_backends
+
+    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+        run = backend.job_runs.get(job_id)
+        return run if run is not None and (parent is None or run.virtual_cluster_id == parent) else None
+
+    def write_state(self, job: TrackedJob, state: str, reason: str) -> None:
+        from moto.core.utils import utcnow
+
+        run = self.model(job)
+        run.state = state
+        run.state_details = reason or None
+        run.failure_reason = "USER_ERROR" if state == self.failed else None
+        run.finished_at = utcnow() if state in self.terminal else None
+
+    def remove(self, job: TrackedJob) -> None:
+        self.backends()[job.account][job.region].job_runs.pop(job.job_id, None)
+
+
+#: The job kinds by botocore service name.
+KINDS: dict[str, JobKind] = {
+    kind.service: kind for kind in (BatchJobs(), EmrSteps(), EmrServerlessJobRuns(), EmrContainersJobRuns())
+}

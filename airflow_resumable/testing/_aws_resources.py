@@ -1,0 +1,251 @@
+"""
+Resources and drivers for tests against :mod:`airflow_resumable.testing.aws`.
+
+Private: import the public names from :mod:`airflow_resumable.testing.aws`. The ``provision_*``
+helpers create, through boto3 against the controller's url, what each operator needs before it
+can submit (a Batch queue and job definitions, an EMR cluster, an EMR Serverless application, an
+EMR on EKS virtual cluster); :class:`MotoJobDriver` is the contract kit's ``CloudDriver``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_resumable.testing._aws_jobs import KINDS
+
+if TYPE_CHECKING:
+    from pydantic import JsonValue
+
+    from airflow_resumable.testing._aws_control import MotoControl
+
+__all__ = [
+    "FAKE_CREDENTIALS",
+    "TEST_ACCOUNT_ID",
+    "TEST_ROLE_ARN",
+    "BatchResources",
+    "MotoJobDriver",
+    "aws_client",
+    "aws_connection_env",
+    "forget_clients",
+    "provision_batch",
+    "provision_emr_cluster",
+    "provision_emr_serverless_application",
+    "provision_emr_virtual_cluster",
+]
+
+#: moto's default account, which it uses for the fake credentials below.
+TEST_ACCOUNT_ID = "123456789012"
+#: An execution role in that account (EMR Serverless refuses roles of other accounts).
+TEST_ROLE_ARN = f"arn:aws:iam::{TEST_ACCOUNT_ID}:role/airflow-resumable-job"
+FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+_CLIENTS: dict[tuple[str, str, str, str], Any] = {}
+_SESSIONS: dict[str, Any] = {}  # one per region: its loader parses each service model once
+_CLIENTS_LOCK = threading.Lock()
+
+
+def aws_client(url: str, service: str, region: str = "us-east-1", **config: Any) -> Any:
+    """
+    A boto3 client for ``service`` that talks to the controller at ``url`` with fake credentials.
+
+    :param url: the controller's base url.
+    :param service: boto3 service name (``batch``, ``emr``, ``emr-serverless``, ``emr-containers``).
+    :param region: the region.
+    :param config: ``botocore.config.Config`` arguments (e.g. ``retries={"total_max_attempts": 1}``).
+    :return: a client, cached per arguments (building one takes a tenth of a second).
+    """
+    import boto3
+    from botocore.config import Config
+
+    key = (url, service, region, json.dumps(config, sort_keys=True, default=repr))
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            if region not in _SESSIONS:
+                _SESSIONS[region] = boto3.session.Session(region_name=region, **FAKE_CREDENTIALS)
+            _CLIENTS[key] = _SESSIONS[region].client(
+                service, endpoint_url=url, config=Config(**config) if config else None
+            )
+        return _CLIENTS[key]
+
+
+def forget_clients(url: str) -> None:
+    """Drop the cached clients of a controller that stopped."""
+    with _CLIENTS_LOCK:
+        for key in [key for key in _CLIENTS if key[0] == url]:
+            del _CLIENTS[key]
+
+
+def aws_connection_env(
+    url: str, conn_id: str = "aws_default", region: str = "us-east-1", *, max_attempts: int | None = None
+) -> dict[str, str]:
+    """
+    Environment variables that point an Airflow AWS connection (and bare boto3) at the controller.
+
+    :param url: the controller's base url; goes into the connection's ``endpoint_url`` extra.
+    :param conn_id: the Airflow connection id.
+    :param region: region of the connection and of ``AWS_DEFAULT_REGION``.
+    :param max_attempts: botocore's total attempts per call (``total_max_attempts``); None keeps
+        botocore's default retries, whose back-off sleeps. Tests that inject faults pass 1.
+    :return: ``AIRFLOW_CONN_<CONN_ID>`` plus fake ``AWS_*`` credentials.
+    """
+    extra: dict[str, Any] = {"endpoint_url": url, "region_name": region}
+    if max_attempts is not None:
+        extra["config_kwargs"] = {"retries": {"mode": "standard", "total_max_attempts": max_attempts}}
+    connection = {
+        "conn_type": "aws",
+        "login": FAKE_CREDENTIALS["aws_access_key_id"],
+        "password": FAKE_CREDENTIALS["aws_secret_access_key"],
+        "extra": extra,
+    }
+    return {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection),
+        "AWS_ACCESS_KEY_ID": FAKE_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIALS["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": region,
+    }
+
+
+@dataclass(frozen=True)
+class BatchResources:
+    """What :func:`provision_batch` created: a queue and two job definitions (container, multi-node)."""
+
+    job_queue: str
+    job_definition: str
+    multinode_job_definition: str
+
+
+def provision_batch(
+    url: str, region: str = "us-east-1", *, name: str = "airflow-resumable"
+) -> BatchResources:
+    """
+    Create an unmanaged compute environment, a job queue and job definitions.
+
+    :param url: the controller's base url.
+    :param region: the region.
+    :param name: prefix of the resource names (letters, digits, hyphens).
+    """
+    iam = aws_client(url, "iam", region)
+    role = f"{name}-batch-service"
+    try:
+        role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        role_arn = iam.get_role(RoleName=role)["Role"]["Arn"]
+    batch = aws_client(url, "batch", region)
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=f"{name}-environment", type="UNMANAGED", state="ENABLED", serviceRole=role_arn
+    )
+    batch.create_job_queue(
+        jobQueueName=f"{name}-queue",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
+    )
+    container = {"image": "busybox", "vcpus": 1, "memory": 128, "command": ["echo", "hello"]}
+    batch.register_job_definition(
+        jobDefinitionName=f"{name}-job", type="container", containerProperties=container
+    )
+    batch.register_job_definition(
+        jobDefinitionName=f"{name}-multinode",
+        type="multinode",
+        nodeProperties={
+            "numNodes": 2,
+            "mainNode": 0,
+            "nodeRangeProperties": [{"targetNodes": "0:", "container": container}],
+        },
+    )
+    return BatchResources(f"{name}-queue", f"{name}-job", f"{name}-multinode")
+
+
+def provision_emr_cluster(url: str, region: str = "us-east-1", *, name: str = "airflow-resumable") -> str:
+    """Start an EMR cluster that waits for steps; return its id (``j-...``)."""
+    emr = aws_client(url, "emr", region)
+    response = emr.run_job_flow(
+        Name=name,
+        ReleaseLabel="emr-6.15.0",
+        LogUri="s3://airflow-resumable-logs/emr/",
+        Instances={
+            "MasterInstanceType": "m5.xlarge",
+            "SlaveInstanceType": "m5.xlarge",
+            "InstanceCount": 1,
+            "KeepJobFlowAliveWhenNoSteps": True,
+        },
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+    )
+    return str(response["JobFlowId"])
+
+
+def provision_emr_serverless_application(
+    url: str, region: str = "us-east-1", *, name: str = "airflow-resumable"
+) -> str:
+    """Create a started Spark application; return its id."""
+    client = aws_client(url, "emr-serverless", region)
+    return str(client.create_application(name=name, releaseLabel="emr-6.15.0", type="SPARK")["applicationId"])
+
+
+def provision_emr_virtual_cluster(
+    url: str, region: str = "us-east-1", *, name: str = "airflow-resumable"
+) -> str:
+    """Create an EMR on EKS virtual cluster (in a fresh namespace); return its id."""
+    client = aws_client(url, "emr-containers", region)
+    provider = {
+        "id": f"{name}-eks",
+        "type": "EKS",
+        "info": {"eksInfo": {"namespace": f"{name}-{uuid.uuid4().hex[:8]}"}},
+    }
+    return str(client.create_virtual_cluster(name=name, containerProvider=provider)["id"])
+
+
+class MotoJobDriver:
+    """
+    The contract kit's ``CloudDriver`` over a controller, for the jobs of one service.
+
+    External ids are job ids, except for EMR steps (``service="emr"``), whose external id is the
+    list of step ids one ``AddJobFlowSteps`` call created.
+
+    :param control: a :class:`~airflow_resumable.testing.aws.MotoControl`.
+    :param service: ``batch``, ``emr``, ``emr-serverless`` or ``emr-containers``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, control: MotoControl, service: str) -> None:
+        if service not in KINDS:
+            raise ValueError(f"no job kind for service {service!r}; one of {sorted(KINDS)}")
+        self.control = control
+        self.service = service
+        self._kind = KINDS[service]
+        self._lists = self._kind.sequential
+
+    def submitted_ids(self) -> list[JsonValue]:
+        """Ids of the jobs the service created, in order (a step list per AddJobFlowSteps)."""
+        entries = self.control.submissions(self.service)
+        return [list(e.created) if self._lists else e.created[0] for e in entries]
+
+    def cancelled_ids(self) -> list[JsonValue]:
+        """Ids named by the cancel calls that took effect."""
+        entries = self.control.cancels(self.service)
+        return [list(e.job_ids) if self._lists else e.job_ids[0] for e in entries]
+
+    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
+        """End the job; for steps, all of them, or the first active one failed and the rest cancelled."""
+        active = [
+            i for i in self._ids(external_id) if self.control.job(i)["state"] not in self._kind.terminal
+        ]
+        for position, job_id in enumerate(active):
+            if succeeded or position == 0:
+                self.control.finish(job_id, succeeded=succeeded)
+            else:
+                self.control.set_state(job_id, self._kind.cancelled, "Cancelled after an earlier step failed")
+
+    def expire(self, external_id: JsonValue) -> None:
+        """Forget the job (every step of it)."""
+        for job_id in self._ids(external_id):
+            self.control.expire(job_id)
+
+    @staticmethod
+    def _ids(external_id: JsonValue) -> list[str]:
+        return [str(i) for i in external_id] if isinstance(external_id, list) else [str(external_id)]

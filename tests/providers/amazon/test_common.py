@@ -1,0 +1,133 @@
+"""What the four AWS operators share: MRO, transient errors, the submit client, argument checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+
+from airflow_resumable._stopping import StopHandlingMixin
+from airflow_resumable.exceptions import InvalidJobSpecError
+from airflow_resumable.mixin import ResumableJobMixin
+from airflow_resumable.providers.amazon import (
+    ResumableBatchOperator,
+    ResumableEmrAddStepsOperator,
+    ResumableEmrContainerOperator,
+    ResumableEmrServerlessStartJobOperator,
+)
+from airflow_resumable.providers.amazon._common import (
+    is_transient_aws_error,
+    no_retry_client,
+    require_mapping,
+    require_text,
+)
+
+OPERATORS = [
+    ResumableBatchOperator,
+    ResumableEmrAddStepsOperator,
+    ResumableEmrContainerOperator,
+    ResumableEmrServerlessStartJobOperator,
+]
+
+
+def client_error(code: str, status: int) -> ClientError:
+    """A botocore ClientError as a service answer would raise it."""
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+    )
+
+
+class TestDropIn:
+    """Each operator is the stock one with our mixin first in the MRO."""
+
+    @pytest.mark.parametrize("operator_class", OPERATORS)
+    def test_mixin_comes_first(self, operator_class: type) -> None:
+        """on_kill only records the signal; execute and submit_job are ours; the stock class is a base."""
+        mro = operator_class.__mro__
+        stock = operator_class.__name__.removeprefix("Resumable")
+        stock_class = next(cls for cls in mro if cls.__name__ == stock)
+        assert mro.index(ResumableJobMixin) < mro.index(stock_class)
+        assert operator_class.on_kill is StopHandlingMixin.on_kill
+        assert operator_class.submit_job is not stock_class.__dict__.get("submit_job")
+
+    @pytest.mark.parametrize("operator_class", OPERATORS)
+    def test_distinct_external_id_keys(self, operator_class: type) -> None:
+        """Every operator names its own key (never the mixin's default)."""
+        assert operator_class.external_id_key != ResumableJobMixin.external_id_key
+
+    def test_idempotency_flags(self) -> None:
+        """Only the EMR job runs deduplicate on a token; Batch and steps use find_job."""
+        assert ResumableEmrServerlessStartJobOperator.submission_is_idempotent
+        assert ResumableEmrContainerOperator.submission_is_idempotent
+        assert not ResumableBatchOperator.submission_is_idempotent
+        assert not ResumableEmrAddStepsOperator.submission_is_idempotent
+
+    def test_poll_interval_follows_the_stock_argument(self) -> None:
+        """The stock interval arguments drive the resumable poll loop."""
+        batch = ResumableBatchOperator(
+            task_id="b", job_name="n", job_queue="q", job_definition="d", poll_interval=7
+        )
+        steps = ResumableEmrAddStepsOperator(task_id="s", job_flow_id="j-1", steps=[], waiter_delay=9)
+        assert (batch.resumable_poll_interval, steps.resumable_poll_interval) == (7.0, 9.0)
+
+
+class TestTransientErrors:
+    """Throttling, 429, 5xx and connection errors are worth another try; client errors are not."""
+
+    @pytest.mark.parametrize(
+        ("error", "transient"),
+        [
+            (client_error("ThrottlingException", 400), True),
+            (client_error("TooManyRequestsException", 429), True),
+            (client_error("RequestLimitExceeded", 400), True),
+            (client_error("SomethingElse", 429), True),
+            (client_error("InternalServerException", 500), True),
+            (client_error("ServiceUnavailable", 503), True),
+            (client_error("ValidationException", 400), False),
+            (client_error("ResourceNotFoundException", 404), False),
+            (ConnectTimeoutError(endpoint_url="http://x"), True),
+            (ReadTimeoutError(endpoint_url="http://x"), True),
+            (KeyError("jobId"), False),
+        ],
+    )
+    def test_classification(self, error: BaseException, transient: bool) -> None:
+        """is_transient_aws_error answers as botocore's standard retry mode would."""
+        assert is_transient_aws_error(error) is transient
+
+
+class TestSubmitClient:
+    """The submit client of Batch and steps does not retry."""
+
+    def test_one_attempt_over_the_connection_config(self) -> None:
+        """total_max_attempts=1 is merged over the connection's config (proxies etc. kept)."""
+        from botocore.config import Config
+
+        class Hook:
+            config = Config(connect_timeout=7, retries={"mode": "adaptive", "max_attempts": 9})
+
+            def get_client_type(self, config: Config) -> Config:
+                return config
+
+        merged: Any = no_retry_client(Hook())
+        assert merged.connect_timeout == 7
+        assert merged.retries == {"mode": "standard", "total_max_attempts": 1}
+
+
+class TestArgumentChecks:
+    """The helpers name the argument and the service."""
+
+    def test_require_text(self) -> None:
+        """Blank strings and non-strings are refused."""
+        assert require_text("q", "job_queue", "AWS Batch") == "q"
+        for value in ("", "  ", None, 3):
+            with pytest.raises(InvalidJobSpecError, match="AWS Batch: argument 'job_queue'"):
+                require_text(value, "job_queue", "AWS Batch")
+
+    def test_require_mapping(self) -> None:
+        """None is fine when optional; a required mapping must not be empty."""
+        assert require_mapping(None, "tags", "X") is None
+        with pytest.raises(InvalidJobSpecError, match="non-empty dict"):
+            require_mapping({}, "job_driver", "X", optional=False)
+        with pytest.raises(InvalidJobSpecError, match="got a list"):
+            require_mapping([], "tags", "X")
