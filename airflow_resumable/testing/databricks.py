@@ -39,15 +39,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import selectors
-import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -59,8 +55,10 @@ from airflow_resumable.testing._databricks_app import (
     main,
     serve,
 )
+from airflow_resumable.testing._service_process import ServiceProcess
 
 if TYPE_CHECKING:
+    import os
     from types import TracebackType
 
     from werkzeug.serving import BaseWSGIServer
@@ -465,7 +463,7 @@ class FakeDatabricksClient(FakeDatabricksControl):
         self._call("POST", "/fake/reset", {})
 
 
-class FakeDatabricksProcess:
+class FakeDatabricksProcess(ServiceProcess):
     """
     The fake in its own process (``python -m airflow_resumable.testing.databricks``); a context manager.
 
@@ -481,6 +479,8 @@ class FakeDatabricksProcess:
     :param log_path: file for the process's log (stderr); inherited from this process when None.
     """
 
+    service_label = "fake Databricks"
+
     def __init__(
         self,
         lifecycle: str = "manual",
@@ -492,100 +492,17 @@ class FakeDatabricksProcess:
         startup_timeout: float = 30.0,
         log_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.args = [f"--lifecycle={lifecycle}", f"--run-duration={run_duration}"]
-        self.args += [f"--final-result={final_result}", f"--pending-polls={pending_polls}"]
-        self.args += [f"--missing-run-status={missing_run_status}"]
-        self.startup_timeout = startup_timeout
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self._url: str | None = None
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT`` of the running process."""
-        if self._url is None:
-            raise RuntimeError("FakeDatabricksProcess is not started")
-        return self._url
+        args = [f"--lifecycle={lifecycle}", f"--run-duration={run_duration}"]
+        args += [f"--final-result={final_result}", f"--pending-polls={pending_polls}"]
+        args += [f"--missing-run-status={missing_run_status}"]
+        super().__init__(
+            "airflow_resumable.testing.databricks", args, startup_timeout=startup_timeout, log_path=log_path
+        )
 
     @property
     def client(self) -> FakeDatabricksClient:
         """A :class:`FakeDatabricksClient` for the process."""
         return FakeDatabricksClient(self.url)
-
-    def start(self) -> FakeDatabricksProcess:
-        """Spawn the process and wait for its ``READY`` line."""
-        if self.process is not None:
-            return self
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.getenv("PYTHONPATH")])),
-        }
-        stderr = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed below
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "airflow_resumable.testing.databricks", "--port=0", *self.args],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        finally:
-            if stderr is not None:
-                stderr.close()
-        try:
-            self._url = self._read_ready_line(self.process)
-        except BaseException:
-            self.stop()
-            raise
-        log.info("fake Databricks process %s serving at %s", self.process.pid, self._url)
-        return self
-
-    def _read_ready_line(self, process: subprocess.Popen[bytes]) -> str:
-        assert process.stdout is not None
-        deadline = time.monotonic() + self.startup_timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if selector.select(timeout=0.05):
-                    line = process.stdout.readline().decode().strip()
-                    if line.startswith("READY "):
-                        return line.split(" ", 1)[1]
-                    if not line and process.poll() is not None:
-                        break
-                elif process.poll() is not None:
-                    break
-        raise RuntimeError(
-            f"fake Databricks process did not print READY within {self.startup_timeout}s "
-            f"(exit code {process.poll()})"
-        )
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """
-        Terminate the process (SIGTERM), then kill it if it has not exited after ``timeout`` seconds.
-
-        :param timeout: seconds to wait after SIGTERM.
-        """
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def __enter__(self) -> FakeDatabricksProcess:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def databricks_connection_env(
