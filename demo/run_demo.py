@@ -1,11 +1,12 @@
 """
-The demo: real Airflow, a fake Databricks, a worker shut down in the middle of a remote run.
+The demo: real Airflow, fake clouds, a worker shut down in the middle of three remote jobs.
 
-It starts an Airflow deployment (api-server, scheduler with LocalExecutor, dag-processor, sqlite)
-and a fake Databricks Jobs API in its own process, runs a DAG whose task submits a Databricks run,
-sends SIGTERM to the task's supervisor while the run is in progress (what a deploy, an eviction or
-a spot reclaim does), lets the remote run finish, and prints what happened. First with the stock
-``DatabricksSubmitRunOperator``, then with ``ResumableDatabricksSubmitRunOperator``.
+It starts an Airflow deployment (api-server, scheduler with LocalExecutor, dag-processor, sqlite),
+a fake Databricks Jobs API and moto with its lifecycle controller, each in its own process. A DAG
+waits for a Databricks run, an AWS Batch job and an EMR Serverless job run; in the middle of them
+the worker shuts down (SIGTERM to every task's supervisor, as a deploy, an eviction or a spot
+reclaim does); then the remote jobs finish and the demo prints what happened. First with the
+stock provider operators, then with the resumable ones.
 
 Run it with ``make demo``. Everything it starts is stopped when it ends.
 """
@@ -20,17 +21,85 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from airflow_resumable.testing.aws import (
+    MotoProcess,
+    aws_connection_env,
+    provision_batch,
+    provision_emr_serverless_application,
+)
 from airflow_resumable.testing.cluster import AirflowCluster, wait_until
 from airflow_resumable.testing.databricks import FakeDatabricksProcess, databricks_connection_env
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 DAGS = Path(__file__).parent / "dags"
-TASK = "databricks_run"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """How to see one task's remote jobs in its fake cloud."""
+
+    task_id: str
+    kind: str
+    jobs: Callable[[str], list[str]]  # run name -> ids of the jobs created, oldest first
+    cancelled: Callable[[str], list[str]]
+    polled_since: Callable[[str, float], bool]  # job id, wall time -> polled since then?
+    finish: Callable[[str], None]
+
+
+def databricks_remote(fake: FakeDatabricksProcess) -> Remote:
+    client = fake.client
+
+    def jobs(name: str) -> list[str]:
+        return [str(e.run_id) for e in client.submissions() if e.body.get("run_name") == name and e.run_id]
+
+    def cancelled(name: str) -> list[str]:
+        return [str(e.run_id) for e in client.cancels() if str(e.run_id) in jobs(name)]
+
+    def polled_since(job: str, since: float) -> bool:
+        return any(str(e.run_id) == job and e.timestamp > since for e in client.calls("runs/get"))
+
+    return Remote(
+        "databricks_run",
+        "Databricks run",
+        jobs,
+        cancelled,
+        polled_since,
+        lambda job: client.finish_run(int(job), "SUCCESS"),
+    )
+
+
+def aws_remote(
+    moto: MotoProcess, task_id: str, kind: str, service: str, name_field: str, suffix: str
+) -> Remote:
+    client = moto.client
+
+    def jobs(name: str) -> list[str]:
+        return [
+            job
+            for e in client.submissions(service)
+            if e.request.get(name_field) == f"{name}{suffix}"
+            for job in e.created
+        ]
+
+    def cancelled(name: str) -> list[str]:
+        mine = set(jobs(name))
+        return [job for e in client.cancels(service) for job in e.job_ids if job in mine]
+
+    def polled_since(job: str, since: float) -> bool:
+        return any(job in e.job_ids and e.at > since and not e.created for e in client.ledger())
+
+    return Remote(
+        task_id, kind, jobs, cancelled, polled_since, lambda job: client.finish(job, succeeded=True)
+    )
 
 
 @dataclass
 class Outcome:
-    """What one DAG run did to the remote side."""
+    """What one task did to the remote side."""
 
     label: str
     submitted: int
@@ -44,70 +113,91 @@ def say(message: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')}  {message}", flush=True)
 
 
-def run_once(cluster: AirflowCluster, fake: FakeDatabricksProcess, dag_id: str, label: str) -> Outcome:
-    """Trigger ``dag_id``, shut its worker down mid-run, let the remote run finish, report."""
-    run_name = f"{dag_id}-{uuid.uuid4().hex[:6]}"
-
-    def runs() -> list[int]:
-        return [
-            e.run_id for e in fake.client.submissions() if e.body.get("run_name") == run_name and e.run_id
-        ]
-
-    def cancels() -> list[int]:
-        return [e.run_id for e in fake.client.cancels() if e.run_id in set(runs())]
-
+def run_once(
+    cluster: AirflowCluster, remotes: list[Remote], dag_id: str, conf: dict[str, Any], label: str
+) -> list[Outcome]:
+    """Trigger ``dag_id``, shut its worker down mid-run, let the remote jobs finish, report."""
+    name = f"{dag_id}-{uuid.uuid4().hex[:6]}"
     print(f"\n== {label}")
-    run_id = cluster.trigger(dag_id, {"run_name": run_name})
+    run_id = cluster.trigger(dag_id, {**conf, "run_name": name})
     say(f"triggered {dag_id}")
-    first = wait_until(runs, timeout=120, what="the Databricks run")[0]
-    processes = cluster.task_processes(dag_id, TASK, run_id)
-    say(f"Databricks run {first} is RUNNING; task polling it (supervisor pid {processes.supervisor_pid})")
+    firsts = {r.task_id: wait_until(lambda r=r: r.jobs(name), timeout=120, what=r.kind)[0] for r in remotes}
+    processes = {r.task_id: cluster.task_processes(dag_id, r.task_id, run_id) for r in remotes}
+    for r in remotes:
+        say(f"{r.kind} {firsts[r.task_id]} is running; {r.task_id} is polling it")
     fault_at = time.monotonic()
-    processes.signal_supervisor(signal.SIGTERM)
-    say("worker shutdown: SIGTERM sent to the task's supervisor")
+    for p in processes.values():
+        p.signal_supervisor(signal.SIGTERM)
+    say("worker shutdown: SIGTERM to every task's supervisor")
+    recovery: dict[str, float] = {}
+    left: dict[str, float] = {}  # task -> wall time it left its worker
 
-    left = cluster.wait_for_ti_state(
-        dag_id, run_id, TASK, {"up_for_retry", "up_for_reschedule", "failed", "success"}, timeout=120
-    )
-    say(f"the task left its worker: {left['state']}")
-    back_since = time.time()
+    def progress() -> bool:
+        """Follow every task at once: it leaves its worker, then polls a job again; finish that job."""
+        for r in remotes:
+            if r.task_id in recovery:
+                continue
+            state = cluster.task_instance(dag_id, run_id, r.task_id)["state"]
+            if r.task_id not in left:
+                if state != "running":
+                    left[r.task_id] = time.time()
+                    say(f"{r.task_id} left its worker: {state}")
+                continue
+            latest = r.jobs(name)[-1]
+            if state == "running" and r.polled_since(latest, left[r.task_id]):
+                recovery[r.task_id] = time.monotonic() - fault_at
+                same = latest == firsts[r.task_id]
+                verb = "reconnected to the same job" if same else f"submitted a new job {latest}"
+                say(f"{r.task_id} is back after {recovery[r.task_id]:.1f}s and {verb}; the job finishes")
+                r.finish(latest)
+        return len(recovery) == len(remotes)
 
-    def recovered() -> int | None:
-        latest = runs()[-1]
-        ti = cluster.task_instance(dag_id, run_id, TASK)
-        polled = any(e.run_id == latest and e.timestamp > back_since for e in fake.client.calls("runs/get"))
-        return latest if ti["state"] == "running" and polled else None
-
-    current = wait_until(recovered, timeout=120, what="the task polling a run again")
-    recovery = time.monotonic() - fault_at
-    verb = "reconnected to the same run" if current == first else f"submitted a new run {current}"
-    say(f"the task is back after {recovery:.1f}s and {verb}")
-    for remote in runs():
-        state = fake.client.get_run(remote)["state"]
-        say(f"  run {remote}: {state['life_cycle_state']} {state.get('result_state') or ''}".rstrip())
-    fake.client.finish_run(current, "SUCCESS")
-    say(f"Databricks run {current} finished: SUCCESS (the remote job did its work)")
-    state = cluster.wait_for_dag_run(dag_id, run_id, timeout=120)
-    ti = cluster.task_instance(dag_id, run_id, TASK)
-    say(f"DAG run {state}, task {ti['state']} after {ti['try_number']} tries")
-    return Outcome(label, len(runs()), len(cancels()), ti["try_number"], ti["state"], recovery)
+    wait_until(progress, timeout=240, what="every task polling a job again")
+    state = cluster.wait_for_dag_run(dag_id, run_id, timeout=180)
+    say(f"DAG run {state}")
+    outcomes = []
+    for r in remotes:
+        ti = cluster.task_instance(dag_id, run_id, r.task_id)
+        outcomes.append(
+            Outcome(
+                f"{label}: {r.kind}",
+                len(r.jobs(name)),
+                len(r.cancelled(name)),
+                ti["try_number"],
+                ti["state"],
+                recovery[r.task_id],
+            )
+        )
+    return outcomes
 
 
 def main() -> int:
     started = time.monotonic()
-    print("Starting a fake Databricks and an Airflow deployment (api-server, scheduler, dag-processor)...")
+    print(
+        "Starting fake Databricks, moto and an Airflow deployment (api-server, scheduler, dag-processor)..."
+    )
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="airflow-resumable-demo-")))
         fake = stack.enter_context(FakeDatabricksProcess(lifecycle="manual", log_path=tmp / "fake.log"))
-        env = databricks_connection_env(fake.url)
+        moto = stack.enter_context(MotoProcess(lifecycle="manual", log_path=tmp / "moto.log"))
+        batch = provision_batch(moto.url)
+        conf = {
+            "job_queue": batch.job_queue,
+            "job_definition": batch.job_definition,
+            "application_id": provision_emr_serverless_application(moto.url),
+        }
+        env = {**databricks_connection_env(fake.url), **aws_connection_env(moto.url, max_attempts=3)}
         dag_ids = {"demo_stock", "demo_resumable"}
         cluster = stack.enter_context(AirflowCluster(DAGS, home=tmp / "airflow", env=env, dag_ids=dag_ids))
-        say(f"Airflow up at {cluster.base_url}; fake Databricks at {fake.url}")
-        outcomes = [
-            run_once(cluster, fake, "demo_stock", "DatabricksSubmitRunOperator (stock)"),
-            run_once(cluster, fake, "demo_resumable", "ResumableDatabricksSubmitRunOperator"),
+        say(f"Airflow up at {cluster.base_url}; fake Databricks at {fake.url}; moto at {moto.url}")
+        remotes = [
+            databricks_remote(fake),
+            aws_remote(moto, "batch_job", "Batch job", "batch", "jobName", "-batch"),
+            aws_remote(moto, "emr_serverless_job", "EMR Serverless job", "emr-serverless", "name", "-emr"),
         ]
-    header = ("operator", "remote runs", "cancelled", "duplicates", "tries", "task", "back after")
+        outcomes = run_once(cluster, remotes, "demo_stock", conf, "stock")
+        outcomes += run_once(cluster, remotes, "demo_resumable", conf, "resumable")
+    header = ("operator", "remote jobs", "cancelled", "duplicates", "tries", "task", "back after")
     rows = [
         (o.label, o.submitted, o.cancelled, o.submitted - 1, o.tries, o.state, f"{o.recovery_s:.1f}s")
         for o in outcomes
@@ -116,13 +206,13 @@ def main() -> int:
     print()
     for line in (header, tuple("-" * w for w in widths), *rows):
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
-    resumable = outcomes[-1]
-    ok = (resumable.submitted, resumable.cancelled, resumable.tries, resumable.state) == (1, 0, 1, "success")
+    resumable = [o for o in outcomes if o.label.startswith("resumable")]
+    ok = all((o.submitted, o.cancelled, o.tries, o.state) == (1, 0, 1, "success") for o in resumable)
     print(f"\nDone in {time.monotonic() - started:.0f}s; every process the demo started is stopped.")
     if ok:
-        print("Resumable: the run was reconnected, nothing was submitted twice, no retry was burned.")
+        print("Resumable: every job was reconnected, nothing was submitted twice, no retry was burned.")
         return 0
-    print("UNEXPECTED: the resumable task did not keep its run.")
+    print("UNEXPECTED: a resumable task did not keep its job.")
     return 1
 
 
