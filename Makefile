@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints-3.11.txt
 
-.PHONY: demo test lint typecheck docs unit system venv clean
+.PHONY: demo benchmark test lint typecheck docs unit system venv clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py
+
+# Stock vs resumable operators under the same seeded worker disruptions (~5 min; not part of `test`).
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/chaos_benchmark.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_resumable tests system_tests demo docs/*.py

@@ -1,0 +1,126 @@
+"""
+The DAGs of ``benchmarks/chaos_benchmark.py``: each provider operator twice, stock and resumable.
+
+``bench_<op>_stock`` and ``bench_<op>_resumable`` have one task ``job`` with the same arguments;
+the resumable one only swaps the class and adds its own arguments (a 5 s resume delay, bounded
+transient-error retries). Everything that names a run's job and resources comes from the DAG
+run's conf (``label`` and the resources the benchmark created for that run), so that every cloud
+call can be attributed to one task.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.batch import BatchOperator
+from airflow.providers.amazon.aws.operators.emr import (
+    EmrAddStepsOperator,
+    EmrContainerOperator,
+    EmrServerlessStartJobOperator,
+)
+from airflow.providers.databricks.operators.databricks import (
+    DatabricksRunNowOperator,
+    DatabricksSubmitRunOperator,
+)
+from airflow.sdk import DAG
+from tenacity import stop_after_attempt, wait_fixed
+
+from airflow_resumable.providers.amazon import (
+    ResumableBatchOperator,
+    ResumableEmrAddStepsOperator,
+    ResumableEmrContainerOperator,
+    ResumableEmrServerlessStartJobOperator,
+)
+from airflow_resumable.providers.databricks import (
+    ResumableDatabricksRunNowOperator,
+    ResumableDatabricksSubmitRunOperator,
+)
+from airflow_resumable.retry import RetryPolicy
+
+CONF = "{{{{ dag_run.conf['{}'] }}}}"
+LABEL = CONF.format("label")
+ROLE_ARN = "arn:aws:iam::123456789012:role/airflow-resumable-job"
+SPARK_JAR = {"Jar": "command-runner.jar", "Args": ["spark-submit", "s3://bucket/etl.py"]}
+
+#: Arguments of every task, stock or resumable: retries cover the faults the benchmark injects.
+COMMON: dict[str, Any] = {"task_id": "job", "retries": 3, "retry_delay": timedelta(seconds=1)}
+#: What the resumable operators add: resume 5 s after a worker shutdown; quick transient retries.
+RESUMABLE: dict[str, Any] = {
+    "resume_delay": timedelta(seconds=5),
+    "cloud_retry": RetryPolicy(attempts=4, wait=wait_fixed(0.5)),
+}
+_NOTEBOOK_TASK = {
+    "task_key": "etl",
+    "existing_cluster_id": "0000-000000-fake",
+    "notebook_task": {"notebook_path": "/Shared/etl"},
+}
+_DATABRICKS: dict[str, Any] = {
+    "polling_period_seconds": 1,
+    "databricks_retry_args": {"stop": stop_after_attempt(2), "wait": wait_fixed(0.2)},
+}
+
+#: operator key -> (stock class, resumable class, arguments).
+OPERATORS: dict[str, tuple[type, type, dict[str, Any]]] = {
+    "databricks_submit_run": (
+        DatabricksSubmitRunOperator,
+        ResumableDatabricksSubmitRunOperator,
+        {"json": {"run_name": LABEL, "tasks": [_NOTEBOOK_TASK]}, **_DATABRICKS},
+    ),
+    "databricks_run_now": (
+        DatabricksRunNowOperator,
+        ResumableDatabricksRunNowOperator,
+        {"json": {"job_id": CONF.format("job_id"), "notebook_params": {"label": LABEL}}, **_DATABRICKS},
+    ),
+    "batch": (
+        BatchOperator,
+        ResumableBatchOperator,
+        {
+            "job_name": LABEL,
+            "job_queue": CONF.format("job_queue"),
+            "job_definition": CONF.format("job_definition"),
+            "poll_interval": 1,
+        },
+    ),
+    "emr_serverless": (
+        EmrServerlessStartJobOperator,
+        ResumableEmrServerlessStartJobOperator,
+        {
+            "application_id": CONF.format("application_id"),
+            "execution_role_arn": ROLE_ARN,
+            "job_driver": {"sparkSubmit": {"entryPoint": "s3://bucket/etl.py"}},
+            "name": LABEL,
+            "waiter_delay": 1,
+            "waiter_max_attempts": 600,
+        },
+    ),
+    "emr_containers": (
+        EmrContainerOperator,
+        ResumableEmrContainerOperator,
+        {
+            "name": LABEL,
+            "virtual_cluster_id": CONF.format("virtual_cluster_id"),
+            "execution_role_arn": ROLE_ARN,
+            "release_label": "emr-6.15.0-latest",
+            "job_driver": {"sparkSubmitJobDriver": {"entryPoint": "s3://bucket/etl.py"}},
+            "poll_interval": 1,
+        },
+    ),
+    "emr_steps": (
+        EmrAddStepsOperator,
+        ResumableEmrAddStepsOperator,
+        {
+            "job_flow_id": CONF.format("job_flow_id"),
+            "steps": [{"Name": LABEL, "ActionOnFailure": "CONTINUE", "HadoopJarStep": SPARK_JAR}],
+            "wait_for_completion": True,
+            "waiter_delay": 1,
+            "waiter_max_attempts": 600,
+        },
+    ),
+}
+
+for key, (stock_class, resumable_class, arguments) in OPERATORS.items():
+    with DAG(f"bench_{key}_stock", schedule=None, catchup=False, tags=["benchmark"]):
+        stock_class(**COMMON, **arguments)
+    with DAG(f"bench_{key}_resumable", schedule=None, catchup=False, tags=["benchmark"]):
+        resumable_class(**COMMON, **RESUMABLE, **arguments)
