@@ -24,8 +24,8 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/chaos_benchmark.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check airflow_resumable tests system_tests demo docs/*.py
-	$(BIN)/ruff format --check airflow_resumable tests system_tests demo docs/*.py
+	$(BIN)/ruff check airflow_resumable tests system_tests demo benchmarks docs/*.py
+	$(BIN)/ruff format --check airflow_resumable tests system_tests demo benchmarks docs/*.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
