@@ -140,7 +140,7 @@ class StopHandlingMixin:
             lambda: ti.get_task_states(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id]),
             run_id=ti.run_id,
             task_id=ti.task_id,
-            map_index=getattr(ti, "map_index", -1) or -1,
+            map_index=-1 if getattr(ti, "map_index", None) is None else ti.map_index,
             timeout=self.stop_classification_timeout,
         )
         signal_name = interruption.signal_name if interruption else "SIGTERM"

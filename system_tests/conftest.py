@@ -1,16 +1,19 @@
 """
 System tests: real Airflow processes (api-server, scheduler with LocalExecutor, dag-processor,
 task supervisors) against fake clouds that run in their own processes, so remote jobs outlive a
-killed worker. One Airflow deployment and one fake Databricks serve the whole session.
+killed worker. One Airflow deployment, one fake Databricks and one moto lifecycle controller
+serve the whole session.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_resumable.testing.aws import MotoProcess, aws_connection_env
 from airflow_resumable.testing.cluster import AirflowCluster, airflow_cluster
 from airflow_resumable.testing.databricks import FakeDatabricksProcess, databricks_connection_env
 
@@ -18,6 +21,13 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 DAGS = Path(__file__).parent / "dags"
+#: Airflow plugins of the session's cluster: ``chaos_faults`` (api-server fault injection). Airflow
+#: puts this folder on ``sys.path``; so do the tests, which write the plugin's fault files.
+PLUGINS = Path(__file__).parent / "plugins"
+if str(PLUGINS) not in sys.path:
+    sys.path.insert(0, str(PLUGINS))
+
+import chaos_faults  # noqa: E402 - importable once PLUGINS is on sys.path
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +39,38 @@ def fake_databricks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDa
 
 
 @pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoProcess]:
+    """moto with the lifecycle controller in its own process; jobs run until a test finishes them."""
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with MotoProcess(lifecycle="manual", log_path=log_path) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def chaos_fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests put the faults the api-server's ``chaos_faults`` plugin injects (one file per try)."""
+    return tmp_path_factory.mktemp("chaos-faults")
+
+
+@pytest.fixture(scope="session")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, fake_databricks: FakeDatabricksProcess
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_databricks: FakeDatabricksProcess,
+    moto: MotoProcess,
+    chaos_fault_dir: Path,
 ) -> Iterator[AirflowCluster]:
-    """A real Airflow deployment whose Databricks connection points at the fake."""
-    with airflow_cluster(
-        tmp_path_factory,
-        DAGS,
-        env=databricks_connection_env(fake_databricks.url),
-        dag_ids={"resumable_databricks", "resumable_databricks_timeout", "resumable_databricks_no_retries"},
-    ) as started:
+    """
+    A real Airflow deployment whose Databricks and AWS connections point at the fakes.
+
+    Six executor slots: the chaos suite runs up to five task instances at once, and a worker
+    killed by a test is replaced without waiting for one. botocore does not retry (one attempt
+    per call): the operators' own ``cloud_retry`` is what the tests exercise.
+    """
+    env = {
+        **databricks_connection_env(fake_databricks.url),
+        **aws_connection_env(moto.url, max_attempts=1),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+        chaos_faults.FAULT_DIR_ENV: str(chaos_fault_dir),
+    }
+    with airflow_cluster(tmp_path_factory, DAGS, env=env, executor_parallelism=6) as started:
         yield started

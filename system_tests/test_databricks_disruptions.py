@@ -60,6 +60,14 @@ class Scenario:
         """Wait until the task has submitted its run and is polling it; return the run id."""
         runs = wait_until(self.submissions, timeout=timeout, what=f"a run named {self.run_name}")
         self.wait_for_executions(1, timeout)
+        # The fake moves a run from PENDING to RUNNING on its first runs/get: wait for that one too.
+        wait_until(
+            lambda: [
+                e for e in self.fake.client.calls("runs/get") if e.run_id == runs[0] and e.status == 200
+            ],
+            timeout=timeout,
+            what=f"a runs/get of run {runs[0]}",
+        )
         return runs[0]
 
     def executions(self) -> int:

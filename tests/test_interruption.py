@@ -101,6 +101,14 @@ class TestWorkerShutdownCheckpoint:
         with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException), timeout(5):
             op.execute(make_context())
 
+    def test_map_index_zero_is_looked_up_as_itself(self, svc: ToyJobService) -> None:
+        """Map index 0 is asked about as `task_0`, not as the unmapped task (found by the chaos suite)."""
+        op = make(svc)
+        signal_on_poll(svc, signal.SIGTERM)
+        with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException):
+            op.execute(make_context(map_index=0))
+        assert svc.cancels == []
+
     def test_sigint_is_handled_like_sigterm(self, svc: ToyJobService) -> None:
         """SIGINT (forwarded by the supervisor) checkpoints too, without a KeyboardInterrupt."""
         op = make(svc)

@@ -1,0 +1,427 @@
+"""
+The chaos cases: one DAG run each, one fault each, and the facts the suite asserts on.
+
+A :class:`CaseRun` triggers its own DAG run of ``dags/chaos_resumable.py`` (tag ``t<8 hex>``),
+waits for events (the job in the fake cloud's ledger, ``Resume decision`` lines in the task log,
+status reads in the ledger, task instance states), injects its fault, lets the job finish, and
+returns an :class:`Outcome`: every job its submit calls created, grouped by submission token,
+which of them were cancelled or are still running, and each task instance's final state and try.
+Nothing sleeps for a fixed time; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import chaos_faults
+import httpx
+
+from airflow_resumable.record import RECORD_KEY
+from airflow_resumable.testing.cluster import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from _chaos_clouds import CloudView, Job
+
+    from airflow_resumable.testing.cluster import AirflowCluster
+
+TASK = "job"
+DECISION = "Resume decision"
+MAP_INDEXES = (0, 1, 2)
+#: 500s injected into the status calls: fewer than the status-call budget of every chaos task
+#: (cloud_retry: 4 attempts; Databricks' hook tries twice within each).
+STORM = 3
+#: The api-server holds the "job submitted" record write this long while the worker is killed.
+STALL_SECONDS = 30.0
+
+#: One action-logged REST call (trigger, mark, clear) at a time. On sqlite, the api-server runs the
+#: audit-log commit of such a call on its event loop; while it waits for the write lock the whole
+#: api-server stalls (up to sqlite's 5 s busy timeout), heartbeats and the operators' stop
+#: classification included (see docs/_notes/airflow-3.3.2-signals.md, harness notes). Two at once
+#: made that frequent; one at a time, it is rare (and :meth:`CaseRun.action_logged` retries).
+ACTION_LOGGED = threading.Lock()
+
+CASES = (
+    "no_fault",
+    "sigterm",
+    "sigkill",
+    "crash_before_persist",
+    "storm_5xx",
+    "store_write_fails_once",
+    "mark_failed",
+    "clear_while_running",
+    "execution_timeout",
+    "three_disruptions",
+    "mapped_sigterm_all",
+)
+
+
+#: Task instance states in which nothing will poll again.
+ENDED = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
+
+
+class TaskEnded(Exception):
+    """A task instance ended while the case waited for it to poll (again)."""
+
+    def __init__(self, map_index: int, state: str, try_number: int) -> None:
+        super().__init__(f"task instance (map index {map_index}) ended {state} on try {try_number}")
+        self.map_index = map_index
+
+
+class CampaignStopped(Exception):
+    """The campaign was stopped (a test failed or the session ends); the case gives up."""
+
+
+@dataclass
+class Outcome:
+    """What one case did to the remote side and to Airflow; the test asserts on it."""
+
+    operator: str
+    case: str
+    dag_id: str
+    run_id: str
+    jobs: list[Job]
+    submit_calls: int
+    cancelled: list[str]
+    orphans: list[str]
+    #: map index -> (final state, try number); -1 for an unmapped task.
+    tis: dict[int, tuple[str, int]]
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def jobs_per_generation(self) -> dict[str, int]:
+        """Jobs created per submission token (a token is one intended generation of one map index)."""
+        counts: dict[str, int] = {}
+        for job in self.jobs:
+            counts[str(job.token)] = counts.get(str(job.token), 0) + 1
+        return counts
+
+
+@dataclass
+class ChaosContext:
+    """What every case shares: the cluster, the views of the fake clouds, the api-server fault dir."""
+
+    cluster: AirflowCluster
+    views: dict[str, CloudView]
+    fault_dir: Path
+    stopped: threading.Event
+
+
+class CaseRun:
+    """One case of one operator: trigger, disrupt, finish, collect."""
+
+    def __init__(self, context: ChaosContext, operator: str, case: str) -> None:
+        self.ctx = context
+        self.cluster = context.cluster
+        self.view = context.views[operator]
+        self.operator = operator
+        self.case = case
+        self.tag = f"t{uuid.uuid4().hex[:8]}"
+        shape = {"execution_timeout": "_timeout", "mapped_sigterm_all": "_mapped"}.get(case, "")
+        self.dag_id = f"chaos_{operator}{shape}"
+        self.map_indexes: tuple[int, ...] = MAP_INDEXES if shape == "_mapped" else (-1,)
+        self.run_id = ""
+        self.figures: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ events
+    def check(self) -> None:
+        """Abort a wait when the campaign stops or a process of the cluster died."""
+        if self.ctx.stopped.is_set():
+            raise CampaignStopped(f"{self.operator}/{self.case} stopped")
+        self.cluster.check()
+
+    def wait(self, probe: Callable[[], Any], timeout: float, what: str, step: float = 0.25) -> Any:
+        return wait_until(
+            probe, timeout=timeout, what=f"{self.operator}/{self.case}: {what}", step=step, check=self.check
+        )
+
+    def action_logged(self, method: str, path: str, **kwargs: Any) -> Any:
+        """
+        An action-logged REST call (trigger, mark, clear), one at a time, sent again on "Database error".
+
+        On sqlite such a call can deadlock with any concurrent execution-API write (a heartbeat):
+        its audit-log commit blocks the api-server's event loop, which the other request needs to
+        commit. sqlite's 5 s busy timeout breaks it with a 500 before the handler ran, so sending it
+        again is safe; the cluster's client sends it up to 3 times, this up to 3 times that.
+        """
+        for attempt in range(1, 4):
+            try:
+                with ACTION_LOGGED:
+                    return self.cluster.api(method, path, **kwargs)
+            except httpx.HTTPStatusError as error:
+                if (
+                    error.response.status_code != 500
+                    or "Database error" not in error.response.text
+                    or attempt == 3
+                ):
+                    raise
+        raise AssertionError("unreachable")
+
+    def ti_path(self) -> str:
+        return f"/dags/{self.dag_id}/dagRuns/{quote(self.run_id, safe='')}/taskInstances/{TASK}"
+
+    def label(self, map_index: int = -1) -> str:
+        return f"chaos-{self.tag}" + (f"-{map_index}" if map_index >= 0 else "")
+
+    def jobs(self, map_index: int = -1) -> list[Job]:
+        label = self.label(map_index)
+        return [job for job in self.view.jobs(label) if job.label == label]
+
+    def job(self, generation: int = 1, map_index: int = -1, timeout: float = 90) -> Job:
+        """The job of a generation of a map index, once its submit call created it."""
+        jobs = self.wait(lambda: self.jobs(map_index)[generation - 1 :], timeout, f"job {generation}")
+        return jobs[0]
+
+    def decisions(self, map_index: int = -1) -> int:
+        """How many executions (tries and resumed reschedules) started deciding so far."""
+        folder = (
+            self.cluster.home / "logs" / f"dag_id={self.dag_id}" / f"run_id={self.run_id}" / f"task_id={TASK}"
+        )
+        if map_index >= 0:
+            folder = folder / f"map_index={map_index}"
+        return sum(
+            path.read_text(errors="replace").count(DECISION) for path in sorted(folder.glob("attempt=*.log"))
+        )
+
+    def wait_polling(self, job: Job, executions: int, map_index: int = -1, timeout: float = 90) -> float:
+        """
+        Wait until execution number ``executions`` decided and then read ``job``'s status.
+
+        :return: ``time.monotonic()`` when that read was seen.
+        :raises TaskEnded: the task instance ended instead (no point waiting for the timeout).
+        """
+        self.wait(
+            self._or_ended(lambda: self.decisions(map_index) >= executions, map_index),
+            timeout,
+            f"execution {executions}",
+        )
+        decided_at = time.time()
+        polled = self._or_ended(lambda: any(r.at > decided_at for r in self.view.reads(job)), map_index)
+        self.wait(polled, timeout, "a status read")
+        return time.monotonic()
+
+    def _or_ended(self, probe: Callable[[], bool], map_index: int) -> Callable[[], bool]:
+        """``probe``, which raises :class:`TaskEnded` if the task instance ended (checked every 2 s)."""
+        checked = [0.0]
+
+        def probe_or_raise() -> bool:
+            if probe():
+                return True
+            if time.monotonic() - checked[0] >= 2.0:
+                checked[0] = time.monotonic()
+                ti = self.cluster.task_instance(self.dag_id, self.run_id, TASK, map_index)
+                if ti["state"] in ENDED:
+                    raise TaskEnded(map_index, str(ti["state"]), int(ti["try_number"]))
+            return False
+
+        return probe_or_raise
+
+    def processes(self, map_index: int = -1) -> Any:
+        return self.cluster.task_processes(self.dag_id, TASK, self.run_id, map_index=map_index, timeout=60)
+
+    def ti_id(self, map_index: int = -1) -> str:
+        return str(self.cluster.task_instance(self.dag_id, self.run_id, TASK, map_index)["id"])
+
+    def record(self, map_index: int = -1) -> dict[str, Any]:
+        store = self.cluster.task_state_store_get(self.dag_id, self.run_id, TASK, RECORD_KEY, map_index)
+        return dict(store or {})
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> Outcome:
+        """Trigger, inject this case's fault, finish the job(s), collect the outcome."""
+        began = time.monotonic()
+        conf = self.view.conf(self.tag)
+        self.run_id = f"chaos__{self.tag}"
+        body = {"dag_run_id": self.run_id, "logical_date": None, "conf": conf}
+        try:  # the DAG was unpaused once for the whole campaign
+            self.action_logged("POST", f"/dags/{self.dag_id}/dagRuns", json=body)
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code != 409:  # 409: an attempt that looked failed created it
+                raise
+        try:
+            getattr(self, f"_{self.case}")()
+        except BaseException:
+            self._abandon()
+            raise
+        state = self.cluster.wait_for_dag_run(self.dag_id, self.run_id, timeout=180)
+        self.figures["dag_run"] = state
+        outcome = self._collect()
+        outcome.figures["duration_s"] = round(time.monotonic() - began, 1)
+        return outcome
+
+    def _abandon(self) -> None:
+        """After a failed case: fail its DAG run and end its jobs, so its tasks free their slots."""
+        path = f"/dags/{self.dag_id}/dagRuns/{quote(self.run_id, safe='')}"
+        with contextlib.suppress(Exception):
+            self.action_logged("PATCH", path, json={"state": "failed"})
+        for job in self.view.jobs(self.label()):
+            with contextlib.suppress(Exception):
+                if self.view.active(job):
+                    self.view.finish(job)
+
+    def _collect(self) -> Outcome:
+        label = self.label()
+        jobs = [
+            job for job in self.view.jobs(label) if job.label == label or job.label.startswith(label + "-")
+        ]
+
+        def jobs_alive() -> list[str]:
+            return [job.key for job in jobs if self.view.active(job)]
+
+        with contextlib.suppress(TimeoutError):  # a cancel may still be on its way to the cloud
+            self.wait(lambda: not jobs_alive(), 15, "every job ended", step=0.5)
+        tis = {}
+        for map_index in self.map_indexes:
+            ti = self.cluster.task_instance(self.dag_id, self.run_id, TASK, map_index)
+            tis[map_index] = (str(ti["state"]), int(ti["try_number"]))
+        return Outcome(
+            operator=self.operator,
+            case=self.case,
+            dag_id=self.dag_id,
+            run_id=self.run_id,
+            jobs=jobs,
+            submit_calls=self.view.submit_calls(label),
+            cancelled=[job.key for job in jobs if self.view.cancelled(job)],
+            orphans=jobs_alive(),
+            tis=tis,
+            figures=self.figures,
+        )
+
+    # ------------------------------------------------------------------ the cases
+    def _no_fault(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        self.view.finish(job)
+
+    def _sigterm(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        self._disrupt(signal.SIGTERM, job, executions=2)
+        self.figures["resumes"] = self.record().get("resumes")
+        self.view.finish(job)
+
+    def _sigkill(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        self._disrupt(signal.SIGKILL, job, executions=2)
+        self.view.finish(job)
+
+    def _crash_before_persist(self) -> None:
+        ti_id = self.ti_id()
+        chaos_faults.inject(
+            self.ctx.fault_dir,
+            ti_id,
+            key=RECORD_KEY,
+            action="stall",
+            phase="submitted",
+            seconds=STALL_SECONDS,
+        )
+        self.wait(
+            lambda: chaos_faults.hits(self.ctx.fault_dir, ti_id), 90, "the id's write held by the api-server"
+        )
+        job = self.job()
+        self.figures["phase_at_crash"] = self.record().get("phase")
+        processes = self.processes()
+        fault_at = time.monotonic()
+        processes.kill_both()
+        self.figures["recovery_s"] = round(self.wait_polling(job, 2) - fault_at, 1)
+        self.view.finish(job)
+
+    def _storm_5xx(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        before = sum(r.injected for r in self.view.reads(job))
+        self.view.storm(STORM)
+        cleared = False
+        try:
+
+            def weathered() -> bool:
+                reads = self.view.reads(job)
+                injected = [i for i, r in enumerate(reads) if r.injected]
+                return len(injected) - before >= STORM and not reads[-1].injected
+
+            self.wait(weathered, 60, f"{STORM} injected 500s, then a good status read")
+        except BaseException:
+            self.view.clear_faults()
+            cleared = True
+            raise
+        finally:
+            self.figures["injected_500s"] = sum(r.injected for r in self.view.reads(job)) - before
+            self.figures["faults_cleared"] = cleared
+        self.view.finish(job)
+
+    def _store_write_fails_once(self) -> None:
+        ti_id = self.ti_id()
+        chaos_faults.inject(
+            self.ctx.fault_dir, ti_id, key=RECORD_KEY, action="refuse", status=429, phase="intent"
+        )
+        job = self.job()
+        self.wait_polling(job, 1)
+        self.figures["refused_writes"] = len(chaos_faults.hits(self.ctx.fault_dir, ti_id))
+        self.view.finish(job)
+
+    def _mark_failed(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        self.action_logged("PATCH", f"{self.ti_path()}", json={"new_state": "failed"})
+        self.wait(lambda: self.view.cancelled(job), 60, "the job cancelled")
+
+    def _clear_while_running(self) -> None:
+        first = self.job()
+        self.wait_polling(first, 1)
+        cleared_at = time.monotonic()
+        body = {"dry_run": False, "dag_run_id": self.run_id, "task_ids": [TASK], "only_failed": False}
+        self.action_logged("POST", f"/dags/{self.dag_id}/clearTaskInstances", json=body)
+        self.wait(lambda: self.view.cancelled(first), 60, "the first job cancelled")
+        second = self.job(generation=2)
+        self.figures["resubmitted_after_s"] = round(self.wait_polling(second, 2) - cleared_at, 1)
+        self.view.finish(second)
+
+    def _execution_timeout(self) -> None:
+        job = self.job()
+        self.wait(lambda: self.view.cancelled(job), 60, "the job cancelled at the timeout")
+
+    def _three_disruptions(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        for execution, sig in enumerate((signal.SIGTERM, signal.SIGKILL, signal.SIGTERM), start=2):
+            self._disrupt(sig, job, executions=execution)
+        self.view.finish(job)
+
+    def _mapped_sigterm_all(self) -> None:
+        jobs = {i: self.job(map_index=i) for i in MAP_INDEXES}
+        for i, job in jobs.items():
+            self.wait_polling(job, 1, map_index=i)
+        processes = [self.processes(i) for i in MAP_INDEXES]
+        fault_at = time.monotonic()
+        for process in processes:
+            process.signal_supervisor(signal.SIGTERM)
+        self.figures["signalled_within_ms"] = round((time.monotonic() - fault_at) * 1000, 1)
+        recovery: dict[int, float | str] = {}
+        for i in MAP_INDEXES:
+            try:
+                recovery[i] = round(self.wait_polling(jobs[i], 2, map_index=i) - fault_at, 1)
+            except TaskEnded as ended:  # the outcome shows it; the test asserts on the outcome
+                recovery[i] = str(ended)
+        self.figures["recovery_s"] = recovery
+        for job in jobs.values():
+            if self.view.active(job):
+                self.view.finish(job)
+
+    def _disrupt(self, sig: int, job: Job, *, executions: int) -> None:
+        processes = self.processes()
+        fault_at = time.monotonic()
+        if sig == signal.SIGKILL:
+            processes.kill_both()
+        else:
+            processes.signal_supervisor(sig)
+        recovered = self.wait_polling(job, executions, timeout=120)
+        self.figures.setdefault("recovery_s", []).append(round(recovered - fault_at, 1))

@@ -1,0 +1,329 @@
+"""
+One view per resumable operator of the fake cloud it talks to: its jobs, status reads, cancels.
+
+The chaos cases are written once, against :class:`CloudView`; each view reads the fake's ledger
+(Databricks: :class:`~airflow_resumable.testing.databricks.FakeDatabricksClient`, AWS:
+:class:`~airflow_resumable.testing.aws.MotoControlClient`) and knows how the operator's jobs are
+named, so that a case finds *its* jobs among those of every case running at the same time:
+each DAG run's jobs carry ``chaos-<tag>`` in their name.
+
+Ledgers are fetched through :class:`LedgerCache` (one fetch per half second, shared by every
+thread): the campaign runs many cases at once on two cores.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_resumable.testing.aws import MotoControlClient
+    from airflow_resumable.testing.databricks import FakeDatabricksClient
+
+T = TypeVar("T")
+
+#: Databricks life cycle states after which a run does nothing any more.
+_DATABRICKS_TERMINAL = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
+#: The tag ResumableBatchOperator puts the submission token in (``batch.TOKEN_TAG``).
+_BATCH_TOKEN_TAG = "airflow-resumable-token"
+#: The marker ResumableEmrAddStepsOperator appends to step names (``_emr_steps._MARKER``).
+#: Cancel operations of the four AWS services.
+_AWS_CANCELS = frozenset({"TerminateJob", "CancelJob", "CancelJobRun", "CancelSteps"})
+_STEP_MARKER = re.compile(r" \[ar:([0-9a-f]{12}):\d+/\d+\]$")
+
+
+class LedgerCache(Generic[T]):
+    """A ledger fetched at most every ``ttl`` seconds, whatever the number of threads asking."""
+
+    def __init__(self, fetch: Callable[[], list[T]], ttl: float = 0.5) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._entries: list[T] = []
+
+    def entries(self, fresh: bool = False) -> list[T]:
+        """The ledger as of at most ``ttl`` seconds ago (or now, when ``fresh``)."""
+        with self._lock:
+            if fresh or time.monotonic() - self._at >= self._ttl:
+                self._entries = self._fetch()
+                self._at = time.monotonic()
+            return self._entries
+
+
+@dataclass(frozen=True)
+class Job:
+    """
+    One remote job a submit call created.
+
+    :param key: the id the operator stores (a run id, job id, or the step ids joined by ``,``).
+    :param ids: the cloud's ids of the job's parts (one, except for EMR steps).
+    :param label: the name that ties it to a DAG run (``chaos-<tag>[-<map index>]``).
+    :param token: the submission token it was created with (groups jobs into generations).
+    :param created_at: ``time.time()`` of the submit call.
+    """
+
+    key: str
+    ids: tuple[str, ...]
+    label: str
+    token: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Read:
+    """A status call naming a job: when, and whether the fake answered it with an injected fault."""
+
+    at: float
+    injected: bool
+
+
+class CloudView:
+    """What a chaos case needs from the fake cloud of one operator."""
+
+    #: The operator key of ``dags/chaos_resumable.py``.
+    operator: str
+    #: Cases that inject a fault into this domain's shared endpoints run alone in it.
+    domain: str
+    #: Whether the service deduplicates a resubmission on the token (else ``find_job``).
+    idempotent: bool
+
+    def conf(self, tag: str) -> dict[str, Any]:
+        """The DAG run conf for a case tagged ``tag`` (resources are created here when needed)."""
+        raise NotImplementedError
+
+    def jobs(self, label_prefix: str) -> list[Job]:
+        """Jobs created by submit calls whose name starts with ``label_prefix``, oldest first."""
+        raise NotImplementedError
+
+    def submit_calls(self, label_prefix: str) -> int:
+        """Every submit call for such jobs (replays of a token and failed calls included)."""
+        raise NotImplementedError
+
+    def reads(self, job: Job) -> list[Read]:
+        """The status calls naming ``job``, oldest first."""
+        raise NotImplementedError
+
+    def cancelled(self, job: Job) -> bool:
+        """Whether a cancel call for ``job`` took effect."""
+        raise NotImplementedError
+
+    def active(self, job: Job) -> bool:
+        """Whether ``job`` still runs (neither finished, failed nor cancelled)."""
+        raise NotImplementedError
+
+    def finish(self, job: Job) -> None:
+        """Let ``job`` end successfully (the remote work is done)."""
+        raise NotImplementedError
+
+    def storm(self, count: int) -> None:
+        """Answer the next ``count`` status calls of this domain with HTTP 500."""
+        raise NotImplementedError
+
+    def clear_faults(self) -> None:
+        """Remove what :meth:`storm` left unconsumed."""
+        raise NotImplementedError
+
+
+class DatabricksView(CloudView):
+    """Submit-run (jobs named by ``run_name``) or run-now (named by ``notebook_params.tag``)."""
+
+    domain = "databricks"
+    idempotent = True
+
+    def __init__(self, operator: str, client: FakeDatabricksClient, ledger: LedgerCache[Any]) -> None:
+        self.operator = operator
+        self.client = client
+        self.ledger = ledger
+        self.endpoint = "runs/submit" if operator == "databricks_submit_run" else "run-now"
+
+    def conf(self, tag: str) -> dict[str, Any]:
+        conf: dict[str, Any] = {"tag": tag}
+        if self.endpoint == "run-now":
+            conf["job_id"] = self.client.create_job(f"chaos-{tag}")
+        return conf
+
+    def _label(self, body: dict[str, Any]) -> str:
+        if self.endpoint == "runs/submit":
+            return str(body.get("run_name") or "")
+        return f"chaos-{(body.get('notebook_params') or {}).get('tag', '')}"
+
+    def _submits(self, label_prefix: str) -> list[Any]:
+        return [
+            e
+            for e in self.ledger.entries()
+            if e.endpoint == self.endpoint and self._label(e.body).startswith(label_prefix)
+        ]
+
+    def jobs(self, label_prefix: str) -> list[Job]:
+        return [
+            Job(
+                str(e.run_id),
+                (str(e.run_id),),
+                self._label(e.body),
+                e.body.get("idempotency_token"),
+                e.timestamp,
+            )
+            for e in self._submits(label_prefix)
+            if e.created and e.run_id is not None
+        ]
+
+    def submit_calls(self, label_prefix: str) -> int:
+        return len(self._submits(label_prefix))
+
+    def reads(self, job: Job) -> list[Read]:
+        return [
+            Read(e.timestamp, e.injected)
+            for e in self.ledger.entries()
+            if e.endpoint == "runs/get" and str(e.run_id) == job.key
+        ]
+
+    def cancelled(self, job: Job) -> bool:
+        return any(
+            e.endpoint == "runs/cancel" and e.handled and str(e.run_id) == job.key
+            for e in self.ledger.entries()
+        )
+
+    def active(self, job: Job) -> bool:
+        return self.client.get_run(int(job.key))["state"]["life_cycle_state"] not in _DATABRICKS_TERMINAL
+
+    def finish(self, job: Job) -> None:
+        self.client.finish_run(int(job.key), "SUCCESS")
+
+    def storm(self, count: int) -> None:
+        self.client.inject_fault("runs/get", 500, count=count)
+
+    def clear_faults(self) -> None:
+        self.client.clear_faults()
+
+
+@dataclass(frozen=True)
+class AwsShape:
+    """How one AWS operator's jobs look in the controller's ledger."""
+
+    service: str
+    submit: str
+    status: str
+    label: Callable[[dict[str, Any]], str]
+
+
+def _step_label(request: dict[str, Any]) -> str:
+    steps = request.get("Steps") or [{}]
+    return _STEP_MARKER.sub("", str(steps[0].get("Name", "")))
+
+
+def _step_token(request: dict[str, Any]) -> str | None:
+    steps = request.get("Steps") or [{}]
+    match = _STEP_MARKER.search(str(steps[0].get("Name", "")))
+    return match.group(1) if match else None
+
+
+AWS_SHAPES = {
+    "batch": AwsShape("batch", "SubmitJob", "DescribeJobs", lambda r: str(r.get("jobName", ""))),
+    "emr_serverless": AwsShape(
+        "emr-serverless", "StartJobRun", "GetJobRun", lambda r: str(r.get("name", ""))
+    ),
+    "emr_containers": AwsShape(
+        "emr-containers", "StartJobRun", "DescribeJobRun", lambda r: str(r.get("name", ""))
+    ),
+    "emr_steps": AwsShape("emr", "AddJobFlowSteps", "ListSteps", _step_label),
+}
+
+
+def _names(entry: Any, ids: tuple[str, ...]) -> bool:
+    """Whether a ledger entry is about one of ``ids`` (a refused call names them in its request only)."""
+    if set(ids) & set(entry.job_ids):
+        return True
+    request = str(entry.request)
+    return any(job_id in request for job_id in ids)
+
+
+class AwsView(CloudView):
+    """One of the four AWS operators, against the moto lifecycle controller."""
+
+    def __init__(
+        self,
+        operator: str,
+        control: MotoControlClient,
+        ledger: LedgerCache[Any],
+        resources: dict[str, Any],
+        new_cluster: Callable[[str], str],
+    ) -> None:
+        self.operator = operator
+        self.control = control
+        self.ledger = ledger
+        self.shape = AWS_SHAPES[operator]
+        self.domain = f"aws:{self.shape.service}"
+        self.idempotent = operator in ("emr_serverless", "emr_containers")
+        self.resources = resources
+        self.new_cluster = new_cluster
+
+    def conf(self, tag: str) -> dict[str, Any]:
+        conf = {"tag": tag, **self.resources}
+        if self.operator == "emr_steps":
+            conf["job_flow_id"] = self.new_cluster(f"chaos-{tag}")  # steps of one cluster run one by one
+        return conf
+
+    def _submits(self, label_prefix: str) -> list[Any]:
+        shape = self.shape
+        return [
+            e
+            for e in self.ledger.entries()
+            if e.service == shape.service
+            and e.operation == shape.submit
+            and shape.label(e.request).startswith(label_prefix)
+        ]
+
+    def _token(self, entry: Any) -> str | None:
+        if self.operator == "batch":
+            return (entry.request.get("tags") or {}).get(_BATCH_TOKEN_TAG)
+        if self.operator == "emr_steps":
+            return _step_token(entry.request)
+        return entry.token
+
+    def jobs(self, label_prefix: str) -> list[Job]:
+        return [
+            Job(",".join(e.created), tuple(e.created), self.shape.label(e.request), self._token(e), e.at)
+            for e in self._submits(label_prefix)
+            if e.created
+        ]
+
+    def submit_calls(self, label_prefix: str) -> int:
+        return len(self._submits(label_prefix))
+
+    def reads(self, job: Job) -> list[Read]:
+        shape = self.shape
+        return [
+            Read(e.at, e.fault is not None)
+            for e in self.ledger.entries()
+            if e.service == shape.service and e.operation == shape.status and _names(e, job.ids)
+        ]
+
+    def cancelled(self, job: Job) -> bool:
+        return any(
+            e.service == self.shape.service
+            and e.operation in _AWS_CANCELS
+            and e.handled
+            and (e.status < 300 or e.fault == "after")
+            and set(job.ids) & set(e.job_ids)
+            for e in self.ledger.entries()
+        )
+
+    def active(self, job: Job) -> bool:
+        return any(not self.control.job(job_id)["finished"] for job_id in job.ids)
+
+    def finish(self, job: Job) -> None:
+        for job_id in job.ids:
+            if not self.control.job(job_id)["finished"]:
+                self.control.finish(job_id, succeeded=True)
+
+    def storm(self, count: int) -> None:
+        self.control.inject_fault(self.shape.status, 500, count=count, service=self.shape.service)
+
+    def clear_faults(self) -> None:
+        self.control.clear_faults()

@@ -1,0 +1,129 @@
+"""
+The DAGs of the chaos suite (``system_tests/chaos``): every resumable operator, three shapes each.
+
+For each operator ``<op>``:
+
+- ``chaos_<op>``: one task ``job``, ``retries=1``, ``resume_delay=5s``, ``max_resumes=3``;
+- ``chaos_<op>_timeout``: the same with ``execution_timeout=8s`` and ``retries=0``;
+- ``chaos_<op>_mapped``: ``.partial(...).expand_kwargs(...)`` over three jobs (map indexes 0-2).
+
+Everything that tells one test's jobs from another's comes from the DAG run's conf: ``tag``
+(part of every job's name, so the suite finds its jobs in the fake cloud's ledger) and the cloud
+resources the suite provisioned (a Databricks job for run-now, the Batch queue, the EMR cluster,
+the EMR Serverless application, the EMR on EKS virtual cluster).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG
+from tenacity import stop_after_attempt, wait_fixed
+
+from airflow_resumable.providers.amazon import (
+    ResumableBatchOperator,
+    ResumableEmrAddStepsOperator,
+    ResumableEmrContainerOperator,
+    ResumableEmrServerlessStartJobOperator,
+)
+from airflow_resumable.providers.databricks import (
+    ResumableDatabricksRunNowOperator,
+    ResumableDatabricksSubmitRunOperator,
+)
+from airflow_resumable.retry import RetryPolicy
+
+CONF = "{{{{ dag_run.conf['{}'] }}}}"
+TAG = CONF.format("tag")
+ROLE_ARN = "arn:aws:iam::123456789012:role/airflow-resumable-job"
+MAP_INDEXES = 3
+
+#: What every chaos task shares: a bounded, quick retry of transient cloud errors (4 attempts,
+#: 0.5 s apart), a 5 s resume delay (the safe minimum on Airflow 3.3.2) and 3 resumes in a row.
+RESUMABLE: dict[str, Any] = {
+    "cloud_retry": RetryPolicy(attempts=4, wait=wait_fixed(0.5)),
+    "resume_delay": timedelta(seconds=5),
+    "max_resumes": 3,
+}
+DATABRICKS: dict[str, Any] = {
+    "polling_period_seconds": 1,
+    "databricks_retry_args": {"stop": stop_after_attempt(2), "wait": wait_fixed(0.2)},
+}
+
+
+def _submit_run(suffix: str) -> dict[str, Any]:
+    task: dict[str, Any] = {"task_key": "etl", "existing_cluster_id": "0000-000000-fake"}
+    task["notebook_task"] = {"notebook_path": "/Shared/etl"}
+    return {"json": {"run_name": f"chaos-{TAG}{suffix}", "tasks": [task]}}
+
+
+def _run_now(suffix: str) -> dict[str, Any]:
+    return {"json": {"job_id": CONF.format("job_id"), "notebook_params": {"tag": f"{TAG}{suffix}"}}}
+
+
+def _batch(suffix: str) -> dict[str, Any]:
+    return {"job_name": f"chaos-{TAG}{suffix}"}
+
+
+def _emr_serverless(suffix: str) -> dict[str, Any]:
+    return {"name": f"chaos-{TAG}{suffix}"}
+
+
+def _emr_containers(suffix: str) -> dict[str, Any]:
+    return {"name": f"chaos-{TAG}{suffix}"}
+
+
+def _emr_steps(suffix: str) -> dict[str, Any]:
+    jar = {"Jar": "command-runner.jar", "Args": ["spark-submit", "s3://bucket/etl.py"]}
+    step = {"Name": f"chaos-{TAG}{suffix}", "ActionOnFailure": "CONTINUE", "HadoopJarStep": jar}
+    return {"steps": [step]}
+
+
+#: operator key -> (class, arguments shared by every task, arguments that name one job).
+OPERATORS: dict[str, tuple[Any, dict[str, Any], Any]] = {
+    "databricks_submit_run": (ResumableDatabricksSubmitRunOperator, DATABRICKS, _submit_run),
+    "databricks_run_now": (ResumableDatabricksRunNowOperator, DATABRICKS, _run_now),
+    "batch": (
+        ResumableBatchOperator,
+        {"job_queue": CONF.format("job_queue"), "job_definition": CONF.format("job_definition")}
+        | {"poll_interval": 1},
+        _batch,
+    ),
+    "emr_serverless": (
+        ResumableEmrServerlessStartJobOperator,
+        {"application_id": CONF.format("application_id"), "execution_role_arn": ROLE_ARN}
+        | {"job_driver": {"sparkSubmit": {"entryPoint": "s3://bucket/etl.py"}}, "waiter_delay": 1},
+        _emr_serverless,
+    ),
+    "emr_containers": (
+        ResumableEmrContainerOperator,
+        {"virtual_cluster_id": CONF.format("virtual_cluster_id"), "execution_role_arn": ROLE_ARN}
+        | {"release_label": "emr-6.15.0-latest", "poll_interval": 1}
+        | {"job_driver": {"sparkSubmitJobDriver": {"entryPoint": "s3://bucket/etl.py"}}},
+        _emr_containers,
+    ),
+    "emr_steps": (
+        ResumableEmrAddStepsOperator,
+        {"job_flow_id": CONF.format("job_flow_id"), "wait_for_completion": True, "waiter_delay": 1},
+        _emr_steps,
+    ),
+}
+
+for key, (operator_class, shared, named) in OPERATORS.items():
+    tags = ["airflow_resumable", "chaos"]
+    with DAG(f"chaos_{key}", schedule=None, catchup=False, tags=tags):
+        operator_class(
+            task_id="job", retries=1, retry_delay=timedelta(seconds=1), **RESUMABLE, **shared, **named("")
+        )
+    with DAG(f"chaos_{key}_timeout", schedule=None, catchup=False, tags=tags):
+        timeout = timedelta(seconds=8)
+        operator_class(
+            task_id="job", retries=0, execution_timeout=timeout, **RESUMABLE, **shared, **named("")
+        )
+    with DAG(f"chaos_{key}_mapped", schedule=None, catchup=False, tags=tags):
+        operator_class.partial(
+            task_id="job", retries=1, retry_delay=timedelta(seconds=1), **RESUMABLE, **shared
+        ).expand_kwargs([named(f"-{index}") for index in range(MAP_INDEXES)])
+
+#: Every DAG id of this file, for the cluster fixture to wait for.
+CHAOS_DAG_IDS = frozenset(f"chaos_{key}{shape}" for key in OPERATORS for shape in ("", "_timeout", "_mapped"))
