@@ -140,7 +140,7 @@ class StopHandlingMixin:
             lambda: ti.get_task_states(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id]),
             run_id=ti.run_id,
             task_id=ti.task_id,
-            map_index=-1 if getattr(ti, "map_index", None) is None else ti.map_index,
+            map_index=_map_index(ti),
             timeout=self.stop_classification_timeout,
         )
         signal_name = interruption.signal_name if interruption else "SIGTERM"
@@ -248,3 +248,9 @@ class StopHandlingMixin:
         ti = context.get("ti")
         try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
         return isinstance(try_number, int) and isinstance(max_tries, int) and try_number > max_tries
+
+
+def _map_index(ti: Any) -> int:
+    """The task instance's map index; -1 when unmapped (0 is a real index, not "unset")."""
+    value = getattr(ti, "map_index", None)
+    return -1 if value is None else int(value)
