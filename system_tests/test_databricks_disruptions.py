@@ -124,7 +124,7 @@ class TestWorkerShutdown:
         processes.signal_supervisor(signal.SIGTERM)
         reconnected_at = scenario.wait_for_executions(2)
         scenario.figures["recovery_s"] = round(reconnected_at - fault_at, 2)
-        assert scenario.fake.client.get_run(remote_run)["state"]["life_cycle_state"] == "RUNNING"
+        assert scenario.fake.client.get_run(remote_run)["state"]["life_cycle_state"] in {"PENDING", "RUNNING"}
         scenario.finish(remote_run)
         state = scenario.cluster.wait_for_dag_run(scenario.dag_id, scenario.run_id, timeout=60)
         scenario.report(capsys, "worker SIGTERM")
@@ -240,7 +240,10 @@ class TestNoOrphans:
         scenario.report(capsys, "status and cancel 500, retries=0")
         assert state == "failed"
         assert str(remote_run) in line
-        assert fake_databricks.client.get_run(remote_run)["state"]["life_cycle_state"] == "RUNNING"
+        # The fake moves a run from PENDING to RUNNING on polls, and polls may all have failed:
+        # what matters is that the run was neither cancelled nor finished.
+        left_state = fake_databricks.client.get_run(remote_run)["state"]
+        assert left_state["life_cycle_state"] in {"PENDING", "RUNNING"}, left_state
         fake_databricks.client.finish_run(remote_run, "CANCELED")
 
 
