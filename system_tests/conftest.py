@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 DAGS = Path(__file__).parent / "dags"
+#: The AWS connection with botocore's retries on (``dags/chaos_resumable.py``, shape ``_sdk_retries``).
+SDK_RETRIES_CONN_ID = "aws_sdk_retries"
 #: Airflow plugins of the session's cluster: ``chaos_faults`` (api-server fault injection). Airflow
 #: puts this folder on ``sys.path``; so do the tests, which write the plugin's fault files.
 PLUGINS = Path(__file__).parent / "plugins"
@@ -63,11 +65,14 @@ def cluster(
     A real Airflow deployment whose Databricks and AWS connections point at the fakes.
 
     Six executor slots: the chaos suite runs up to five task instances at once, and a worker
-    killed by a test is replaced without waiting for one. botocore does not retry (one attempt
-    per call): the operators' own ``cloud_retry`` is what the tests exercise.
+    killed by a test is replaced without waiting for one. On ``aws_default`` botocore does not
+    retry (one attempt per call): the operators' own ``cloud_retry`` is what the tests exercise.
+    ``aws_sdk_retries`` keeps botocore's retries on (3 attempts), as most deployments do: the
+    lost-response case uses it to show that a submit call is still never re-sent blindly.
     """
     env = {
         **databricks_connection_env(fake_databricks.url),
+        **aws_connection_env(moto.url, conn_id=SDK_RETRIES_CONN_ID, max_attempts=3),
         **aws_connection_env(moto.url, max_attempts=1),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
         chaos_faults.FAULT_DIR_ENV: str(chaos_fault_dir),

@@ -62,6 +62,7 @@ CASES = (
     "execution_timeout",
     "three_disruptions",
     "mapped_sigterm_all",
+    "lost_submit_response",
 )
 
 
@@ -125,7 +126,12 @@ class CaseRun:
         self.operator = operator
         self.case = case
         self.tag = f"t{uuid.uuid4().hex[:8]}"
-        shape = {"execution_timeout": "_timeout", "mapped_sigterm_all": "_mapped"}.get(case, "")
+        shapes = {
+            "execution_timeout": "_timeout",
+            "mapped_sigterm_all": "_mapped",
+            "lost_submit_response": "_sdk_retries",
+        }
+        shape = shapes.get(case, "")
         self.dag_id = f"chaos_{operator}{shape}"
         self.map_indexes: tuple[int, ...] = MAP_INDEXES if shape == "_mapped" else (-1,)
         self.run_id = ""
@@ -241,12 +247,14 @@ class CaseRun:
         conf = self.view.conf(self.tag)
         self.run_id = f"chaos__{self.tag}"
         body = {"dag_run_id": self.run_id, "logical_date": None, "conf": conf}
-        try:  # the DAG was unpaused once for the whole campaign
-            self.action_logged("POST", f"/dags/{self.dag_id}/dagRuns", json=body)
-        except httpx.HTTPStatusError as error:
-            if error.response.status_code != 409:  # 409: an attempt that looked failed created it
-                raise
         try:
+            # A fault armed before the trigger: the task's first submit call may come at once.
+            getattr(self, f"_before_{self.case}", lambda: None)()
+            try:  # the DAG was unpaused once for the whole campaign
+                self.action_logged("POST", f"/dags/{self.dag_id}/dagRuns", json=body)
+            except httpx.HTTPStatusError as error:
+                if error.response.status_code != 409:  # 409: an attempt that looked failed created it
+                    raise
             getattr(self, f"_{self.case}")()
         except BaseException:
             self._abandon()
@@ -415,6 +423,20 @@ class CaseRun:
         for job in jobs.values():
             if self.view.active(job):
                 self.view.finish(job)
+
+    def _before_lost_submit_response(self) -> None:
+        # The case runs alone in its fault domain, so the next submit call there is this task's.
+        self.view.lose_submit_response()
+
+    def _lost_submit_response(self) -> None:
+        try:
+            job = self.job()  # created by the call whose answer was lost: the fault is used up
+        except BaseException:
+            self.view.clear_faults()
+            raise
+        self.wait_polling(job, 1)
+        self.figures["lost_responses"] = self.view.lost_responses(self.label())
+        self.view.finish(job)
 
     def _disrupt(self, sig: int, job: Job, *, executions: int) -> None:
         processes = self.processes()

@@ -126,7 +126,15 @@ class CloudView:
         raise NotImplementedError
 
     def clear_faults(self) -> None:
-        """Remove what :meth:`storm` left unconsumed."""
+        """Remove what :meth:`storm` or :meth:`lose_submit_response` left unconsumed."""
+        raise NotImplementedError
+
+    def lose_submit_response(self) -> None:
+        """Carry out this operator's next submit call, then answer it with HTTP 500 (a lost response)."""
+        raise NotImplementedError
+
+    def lost_responses(self, label_prefix: str) -> int:
+        """Submit calls for such jobs that created a job and answered an injected 500."""
         raise NotImplementedError
 
 
@@ -200,6 +208,12 @@ class DatabricksView(CloudView):
 
     def clear_faults(self) -> None:
         self.client.clear_faults()
+
+    def lose_submit_response(self) -> None:
+        self.client.inject_fault(self.endpoint, 500, after_handling=True)
+
+    def lost_responses(self, label_prefix: str) -> int:
+        return sum(1 for e in self._submits(label_prefix) if e.injected and e.created)
 
 
 @dataclass(frozen=True)
@@ -327,3 +341,9 @@ class AwsView(CloudView):
 
     def clear_faults(self) -> None:
         self.control.clear_faults()
+
+    def lose_submit_response(self) -> None:
+        self.control.lose_response(self.shape.submit, service=self.shape.service)
+
+    def lost_responses(self, label_prefix: str) -> int:
+        return sum(1 for e in self._submits(label_prefix) if e.fault == "after" and e.created)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 #: Task instances of chaos cases running at once (the cluster has one executor slot more).
 SLOT_LIMIT = 5
 #: Cases that inject a fault into a fake cloud's shared endpoint: alone in their domain.
-EXCLUSIVE_CASES = frozenset({"storm_5xx"})
+EXCLUSIVE_CASES = frozenset({"storm_5xx", "lost_submit_response"})
 
 
 @pytest.fixture(scope="session")

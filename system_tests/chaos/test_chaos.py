@@ -41,21 +41,26 @@ execution_timeout          ``execution_timeout=8s`` on a job that never ends (``
 three_disruptions          SIGTERM, then SIGKILL, then SIGTERM, each while polling the same job
 mapped_sigterm_all         ``.partial().expand_kwargs()`` of three: SIGTERM to the three
                            supervisors at once
+lost_submit_response       the fake cloud creates the job, then answers the submit call with
+                           HTTP 500; the client library's own retries are on (DAG shape
+                           ``_sdk_retries``: botocore 3 attempts, the Databricks hook 3). A
+                           service with a token replays the job; for Batch and EMR steps the
+                           submit is not re-sent, ``find_job`` finds the job by its token
 =========================  ========================================================================
 
 Which operator runs which case (``x``: here; ``D``: in ``test_databricks_disruptions.py``, not
 repeated here):
 
-======================  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
-operator                no     term   kill   crash  5xx    store  fail   clear  tmout  three  mapd
-======================  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
-databricks_submit_run   x      D(1)   D(2)   D(3)   x      x      D(4)   x      D(5)   D(6)   x
-databricks_run_now      x      x      x      x      x      x      x      x      x      x      x
-batch                   x      x      x      x      x      x      x      x      x      x      x
-emr_serverless          x      x      x      x      x      x      x      x      x      x      x
-emr_containers          x      x      x      x      x      x      x      x      x      x      x
-emr_steps               x      x      x      x      x      x      x      x      x      x      x
-======================  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
+======================  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
+operator                no     term   kill   crash  5xx    store  fail   clear  tmout  three  mapd   lost
+======================  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
+databricks_submit_run   x      D(1)   D(2)   D(3)   x      x      D(4)   x      D(5)   D(6)   x      x
+databricks_run_now      x      x      x      x      x      x      x      x      x      x      x      x
+batch                   x      x      x      x      x      x      x      x      x      x      x      x
+emr_serverless          x      x      x      x      x      x      x      x      x      x      x      x
+emr_containers          x      x      x      x      x      x      x      x      x      x      x      x
+emr_steps               x      x      x      x      x      x      x      x      x      x      x      x
+======================  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
 
 (1) ``TestWorkerShutdown::test_sigterm_to_supervisor_is_a_checkpoint``, (2)
 ``::test_sigkill_of_supervisor_and_task_reconnects``, (3)
@@ -88,6 +93,8 @@ OPERATORS = (
     "emr_containers",
     "emr_steps",
 )
+#: Whether the operator's service deduplicates a re-sent submit call on its token.
+IDEMPOTENT = {op: not op.startswith(("batch", "emr_steps")) for op in OPERATORS}
 #: Databricks submit-run cases that ``test_databricks_disruptions.py`` already runs.
 COVERED = {
     ("databricks_submit_run", case)
@@ -104,6 +111,7 @@ COVERED = {
 #: cluster is idle), then the long cases, then the short ones.
 ORDER = (
     "storm_5xx",
+    "lost_submit_response",
     "three_disruptions",
     "mapped_sigterm_all",
     "crash_before_persist",
@@ -148,6 +156,7 @@ EXPECTED = {
     "execution_timeout": Expected("failed", 1, cancelled=1),
     "three_disruptions": Expected("success", 2),
     "mapped_sigterm_all": Expected("success", 1),
+    "lost_submit_response": Expected("success", 1),
 }
 
 
@@ -189,5 +198,10 @@ def test_chaos_case(campaign: Campaign, operator: str, case: str, capsys: pytest
         assert outcome.figures["refused_writes"] == 1
     if case == "crash_before_persist":
         assert outcome.figures["phase_at_crash"] == "intent", "the id must not have been stored"
+    if case == "lost_submit_response":
+        assert outcome.figures["lost_responses"] == 1, "the first submit call's answer was lost"
+        # With a token the service replays the job to the re-sent call; without one the call is
+        # never re-sent, find_job adopts the job instead.
+        assert outcome.submit_calls >= 2 if IDEMPOTENT[operator] else outcome.submit_calls == 1
     if case in ("sigterm", "three_disruptions"):
         assert outcome.figures.get("resumes", 1) >= 1

@@ -5,7 +5,10 @@ For each operator ``<op>``:
 
 - ``chaos_<op>``: one task ``job``, ``retries=1``, ``resume_delay=5s``, ``max_resumes=3``;
 - ``chaos_<op>_timeout``: the same with ``execution_timeout=8s`` and ``retries=0``;
-- ``chaos_<op>_mapped``: ``.partial(...).expand_kwargs(...)`` over three jobs (map indexes 0-2).
+- ``chaos_<op>_mapped``: ``.partial(...).expand_kwargs(...)`` over three jobs (map indexes 0-2);
+- ``chaos_<op>_sdk_retries``: like ``chaos_<op>``, but the client library retries too, as in most
+  deployments: AWS operators use the connection ``aws_sdk_retries`` (botocore, 3 attempts per
+  call), the Databricks ones let the hook try each call 3 times.
 
 Everything that tells one test's jobs from another's comes from the DAG run's conf: ``tag``
 (part of every job's name, so the suite finds its jobs in the fake cloud's ledger) and the cloud
@@ -48,6 +51,11 @@ RESUMABLE: dict[str, Any] = {
 DATABRICKS: dict[str, Any] = {
     "polling_period_seconds": 1,
     "databricks_retry_args": {"stop": stop_after_attempt(2), "wait": wait_fixed(0.2)},
+}
+#: Shape ``_sdk_retries``: the client library's own retries on (the cluster defines the connection).
+SDK_RETRIES: dict[str, dict[str, Any]] = {
+    "databricks": {"databricks_retry_args": {"stop": stop_after_attempt(3), "wait": wait_fixed(0.2)}},
+    "aws": {"aws_conn_id": "aws_sdk_retries"},
 }
 
 
@@ -124,6 +132,18 @@ for key, (operator_class, shared, named) in OPERATORS.items():
         operator_class.partial(
             task_id="job", retries=1, retry_delay=timedelta(seconds=1), **RESUMABLE, **shared
         ).expand_kwargs([named(f"-{index}") for index in range(MAP_INDEXES)])
+    with DAG(f"chaos_{key}_sdk_retries", schedule=None, catchup=False, tags=tags):
+        sdk_retries = SDK_RETRIES["databricks" if key.startswith("databricks") else "aws"]
+        operator_class(
+            task_id="job",
+            retries=1,
+            retry_delay=timedelta(seconds=1),
+            **RESUMABLE,
+            **(shared | sdk_retries),
+            **named(""),
+        )
 
 #: Every DAG id of this file, for the cluster fixture to wait for.
-CHAOS_DAG_IDS = frozenset(f"chaos_{key}{shape}" for key in OPERATORS for shape in ("", "_timeout", "_mapped"))
+CHAOS_DAG_IDS = frozenset(
+    f"chaos_{key}{shape}" for key in OPERATORS for shape in ("", "_timeout", "_mapped", "_sdk_retries")
+)
