@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
-from airflow.sdk.observability.stats import Stats
 
 from airflow_resumable.exceptions import ResumeLimitError, StoppedByUserError
 from airflow_resumable.interruption import InterruptionWatch, StopKind, classify_stop
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from airflow_resumable.record import JobRecord
     from airflow_resumable.retry import RetryPolicy
 
-METRIC_PREFIX = "airflow_resumable"
 #: Below this, a rescheduled try can overtake the scheduler's handling of the previous workload.
 MIN_SAFE_RESUME_DELAY = timedelta(seconds=5)
 
@@ -52,6 +50,7 @@ class StopHandlingMixin:
         def cancel_job(self, external_id: JsonValue, context: Context) -> None: ...
         def is_transient_error(self, error: BaseException) -> bool: ...
         def _store_set(self, store: Any, key: str, value: JsonValue, *, required: bool) -> bool: ...
+        def _count(self, metric: str) -> None: ...
 
     def _init_stop_policy(
         self,
@@ -190,7 +189,7 @@ class StopHandlingMixin:
             "task_reschedule_count": context.get("task_reschedule_count"),
         }
         self.log.info("Checkpoint: worker shutdown, the remote job keeps running", **checkpoint)
-        Stats.incr(f"{METRIC_PREFIX}.checkpoint", tags={"operator": type(self).__name__})
+        self._count("checkpoint")
         self._emit_checkpoint_events(context, checkpoint)
         raise AirflowRescheduleException(now + self.resume_delay)
 
@@ -232,14 +231,14 @@ class StopHandlingMixin:
                 reason=reason,
                 error=repr(err),
             )
-            Stats.incr(f"{METRIC_PREFIX}.cancel_failed", tags={"operator": type(self).__name__})
+            self._count("cancel_failed")
             return False
         assert record is not None
         self._current_record = record.evolve(phase="cancelled")
         if store is not None:
             self._store_set(store, RECORD_KEY, self._current_record.to_json(), required=False)
         self.log.warning("Cancelled the remote job", external_id=external_id, reason=reason)
-        Stats.incr(f"{METRIC_PREFIX}.cancel", tags={"operator": type(self).__name__})
+        self._count("cancel")
         return True
 
     def _fails_for_good(self, context: Context, error: BaseException) -> bool:

@@ -25,7 +25,12 @@ from airflow_resumable.exceptions import (
     TransientCloudError,
 )
 from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
-from airflow_resumable.retry import DEFAULT_CLOUD_RETRY, DEFAULT_STATE_STORE_RETRY, RetryPolicy
+from airflow_resumable.retry import (
+    DEFAULT_CLOUD_RETRY,
+    DEFAULT_STATE_STORE_RETRY,
+    RetryPolicy,
+    is_transient_state_store_error,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -90,7 +95,8 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
 
     :param durable: as in the core mixin; False disables every record and reconnection.
     :param cloud_retry: retries of transient cloud errors (see :meth:`is_transient_error`).
-    :param state_store_retry: retries of task-state-store reads and writes.
+    :param state_store_retry: retries of task-state-store reads and writes (5xx, throttling and
+        lost connections; any other 4xx, e.g. a 404 once the state was cleared, is final).
     :param resume_delay: how long after a worker-shutdown checkpoint the task resumes (15 s).
     :param max_resumes: consecutive checkpoints allowed per job; the next shutdown fails the task (3).
     :param cancel_on_user_stop: cancel the job when a user stops the task (marks it failed or
@@ -204,6 +210,21 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
                 self.service_name, external_id, status, self.describe_failure(external_id, status, context)
             )
 
+    def stop_waiting(self, status: Any) -> None:
+        """
+        Declare the wait over, ``status`` being the job's last known status.
+
+        For a provider's fire-and-forget mode (the stock ``wait_for_termination=False``), called
+        from ``poll_until_complete`` instead of waiting: the engine then neither checks that the
+        job succeeded nor cancels it on a stop or a timeout; the job is no longer this try's to
+        watch.
+        """
+        self._final_status = status
+
+    def resume_waiting(self) -> None:
+        """Declare the job active again (a repair restarted it): a stop or a timeout cancels it again."""
+        self._final_status = None
+
     # ------------------------------------------------------------------------------ the engine
     def execute_resumable(self, context: Context) -> Any:
         """
@@ -306,7 +327,7 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
             token=decision.record.token,
             detail=decision.detail,
         )
-        self._count(f"decision.{decision.reason}", context)
+        self._count(f"decision.{decision.reason}")
         return decision
 
     def _submit(self, record: JobRecord, context: Context) -> JsonValue:
@@ -364,20 +385,21 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         return self.cloud_retry.call(fn, *args, is_retryable=self.is_transient_error, what=what)
 
     def _store_get(self, store: TaskStateStoreAccessor, key: str) -> JsonValue:
-        return self.state_store_retry.call(store.get, key, is_retryable=lambda _: True, what="state read")
+        return self.state_store_retry.call(
+            store.get, key, is_retryable=is_transient_state_store_error, what="state read"
+        )
 
     def _store_set(
         self, store: TaskStateStoreAccessor, key: str, value: JsonValue, *, required: bool
     ) -> bool:
         try:
             self.state_store_retry.call(
-                store.set, key, value, is_retryable=lambda _: True, what="state write"
+                store.set, key, value, is_retryable=is_transient_state_store_error, what="state write"
             )
         except Exception as err:
             if required:
                 raise StateStoreUnavailableError(
-                    f"Could not write {key!r} to the task state store after "
-                    f"{self.state_store_retry.attempts} attempts; nothing was submitted."
+                    f"Could not write {key!r} to the task state store ({err}); nothing was submitted."
                 ) from err
             self.log.warning(
                 "Could not write to the task state store; continuing, the submission token still "
@@ -391,7 +413,8 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     def _overrides(self, name: str) -> bool:
         return getattr(type(self), name) is not getattr(ResumableJobMixin, name)
 
-    def _count(self, metric: str, context: Context) -> None:
+    def _count(self, metric: str) -> None:
+        """Count one event under the package's one metric prefix, tagged with the operator class."""
         Stats.incr(f"{METRIC_PREFIX}.{metric}", tags={"operator": type(self).__name__})
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from tenacity.wait import wait_base
 
-__all__ = ["DEFAULT_CLOUD_RETRY", "DEFAULT_STATE_STORE_RETRY", "RetryPolicy"]
+__all__ = ["DEFAULT_CLOUD_RETRY", "DEFAULT_STATE_STORE_RETRY", "RetryPolicy", "is_transient_state_store_error"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -73,3 +73,23 @@ class RetryPolicy:
 DEFAULT_CLOUD_RETRY = RetryPolicy()
 #: State-store writes go to Airflow's own API server; a short, bounded retry.
 DEFAULT_STATE_STORE_RETRY = RetryPolicy(attempts=4, wait=tenacity.wait_exponential(multiplier=0.5, max=5))
+
+
+#: HTTP answers of the API server that a state-store call may wait out; any other 4xx is final.
+_RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+def is_transient_state_store_error(error: BaseException) -> bool:
+    """
+    Whether a task-state-store call that raised ``error`` is worth sending again.
+
+    The task gets the API server's answer through the supervisor as an ``AirflowRuntimeError``
+    whose ``error.detail["status_code"]`` is the HTTP status. A 4xx other than 408/425/429 is the
+    server's final word (404: the task instance's state is gone, e.g. after a clear); everything
+    else (5xx, throttling, no answer, a lost connection) may pass.
+    """
+    detail = getattr(getattr(error, "error", None), "detail", None)
+    status = detail.get("status_code") if isinstance(detail, dict) else None
+    if isinstance(status, int) and 400 <= status < 500:
+        return status in _RETRYABLE_CLIENT_ERRORS
+    return True

@@ -7,6 +7,8 @@ import uuid
 from unittest import mock
 
 import pytest
+from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+from airflow.sdk.execution_time.comms import ErrorResponse
 from tenacity import wait_none
 
 from airflow_resumable.exceptions import JobFailedError, StateStoreUnavailableError
@@ -67,6 +69,21 @@ class TestSubmitProtocol:
         svc, store = service(), InMemoryTaskStateStore(fail_writes=2)
         result = operator(svc).execute(make_context(store))
         assert result["job_id"] == svc.submissions[0] and len(svc.submissions) == 1
+
+    def test_store_write_refused_for_good_is_not_retried(self) -> None:
+        """A 404 (the state was cleared under the try) is final: one write attempt, no submission."""
+        svc = service()
+
+        class ClearedStore(InMemoryTaskStateStore):
+            def set(self, key: str, value: object, *, retention: object = None) -> None:
+                self.writes.append(key)
+                detail = {"status_code": 404, "message": "Task instance not found"}
+                raise AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail=detail))
+
+        store = ClearedStore()
+        with pytest.raises(StateStoreUnavailableError, match=r"404.*nothing was submitted"):
+            operator(svc).execute(make_context(store))
+        assert store.writes == [RECORD_KEY] and svc.submissions == []
 
     def test_record_holds_no_spec(self) -> None:
         """The stored record has ids, a token and a hash, never the command (it may hold secrets)."""

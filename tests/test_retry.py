@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+from airflow.sdk.execution_time.comms import ErrorResponse
 from tenacity import wait_none
 
-from airflow_resumable.retry import RetryPolicy
+from airflow_resumable.retry import RetryPolicy, is_transient_state_store_error
 
 
 class Flaky:
@@ -52,3 +54,29 @@ def test_attempts_must_be_positive() -> None:
     """A policy with zero attempts is refused when built."""
     with pytest.raises(ValueError, match="attempts"):
         RetryPolicy(attempts=0)
+
+
+def _server_answer(status: int | None) -> AirflowRuntimeError:
+    return AirflowRuntimeError(
+        ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={"status_code": status, "message": "x"})
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (_server_answer(500), True),
+        (_server_answer(503), True),
+        (_server_answer(429), True),
+        (_server_answer(408), True),
+        (_server_answer(None), True),  # the supervisor could not reach the server at all
+        (ConnectionError("reset"), True),
+        (_server_answer(404), False),  # the task instance's state was cleared
+        (_server_answer(409), False),
+        (_server_answer(400), False),
+    ],
+)
+def test_state_store_errors_retried_only_when_the_server_may_answer_otherwise(
+    error: BaseException, transient: bool
+) -> None:
+    assert is_transient_state_store_error(error) is transient

@@ -189,9 +189,8 @@ class AwsJobMixin(ResumableJobMixin):
         """
         self._adopt(external_id, context)
         if not getattr(self, "wait_for_completion", True):
-            # Tell the engine the wait is over; it confirms nothing and cancels nothing afterwards.
-            self._final_status = self._retrying(
-                self.get_job_status, external_id, context, what="get_job_status"
+            self.stop_waiting(
+                self._retrying(self.get_job_status, external_id, context, what="get_job_status")
             )
             self.log.info("Not waiting for the job (wait_for_completion=False)", external_id=external_id)
             return

@@ -179,8 +179,7 @@ class DatabricksRunMixin(ResumableJobMixin):
         self.run_id = run_id
         self._push_run_xcoms(run_id, context)
         if not self.wait_for_termination:
-            # Tell the engine the wait is over; it confirms nothing and cancels nothing afterwards.
-            self._final_status = self._current_status(run_id, context)
+            self.stop_waiting(self._current_status(run_id, context))
             self.log.info("Not waiting for the run (wait_for_termination=False)", run_id=run_id)
             return
         if self.deferrable and _status.trigger_waits(self._current_status(run_id, context)):

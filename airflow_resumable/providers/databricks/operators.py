@@ -155,7 +155,7 @@ class ResumableDatabricksRunNowOperator(DatabricksRunMixin, DatabricksRunNowOper
         except JobFailedError:
             if not self._repair_after_failure(as_run_id(external_id), context, event=None):
                 raise
-            self._final_status = None  # the run is active again: a stop must cancel it
+            self.resume_waiting()
             super().poll_until_complete(external_id, context)
 
     def _cancel_previous_runs(self, job_id: Any) -> None:
