@@ -151,6 +151,16 @@ class StopHandlingMixin:
             raise StoppedByUserError(f"{signal_name} received and {why}: the task was stopped from outside.")
 
         record = self._current_record
+        if kind is StopKind.UNKNOWN and record is not None and record.external_id is not None:
+            # If a user stopped the try, the server refuses the reschedule and nobody polls the
+            # job again; say which job, so that it can be found (a warm restart is the common case).
+            self.log.warning(
+                "Stop signal not classified in time; checkpointing. If a user stopped this task, "
+                "the remote job may keep running and must be stopped by hand",
+                external_id=record.external_id,
+                reason=why,
+            )
+            self._count("unclassified_stop")
         if record is not None and record.resumes >= self.max_resumes:
             self._stop_remote_job(
                 context,

@@ -41,6 +41,9 @@ class StopKind(enum.Enum):
 
     WORKER_SHUTDOWN = "worker_shutdown"
     USER_STOP = "user_stop"
+    #: The server did not answer in time (or the call failed): handled as a worker shutdown, the
+    #: safe side, but it may have been a user's stop.
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,9 @@ def classify_stop(
     Ask the server (through ``get_task_states``) whether it still holds this try as running.
 
     The call runs in a helper thread and is abandoned after ``timeout`` seconds: an unreachable
-    server is treated as a worker disruption, the safe side (the job keeps running, the record
-    lets the next try reconnect; nothing is cancelled on a guess).
+    server gives :attr:`StopKind.UNKNOWN`, which the operators handle as a worker disruption, the
+    safe side (the job keeps running, the record lets the next try reconnect; nothing is
+    cancelled on a guess).
 
     :return: the kind of stop and a short reason for logs and the record.
     """
@@ -138,9 +142,9 @@ def classify_stop(
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        return StopKind.WORKER_SHUTDOWN, f"the server did not answer within {timeout:g}s"
+        return StopKind.UNKNOWN, f"the server did not answer within {timeout:g}s"
     if "error" in answer:
-        return StopKind.WORKER_SHUTDOWN, f"the server could not be asked ({answer['error']!r})"
+        return StopKind.UNKNOWN, f"the server could not be asked ({answer['error']!r})"
     key = task_id if map_index < 0 else f"{task_id}_{map_index}"
     state = (answer.get("states") or {}).get(run_id, {}).get(key)
     state_name = getattr(state, "value", state)

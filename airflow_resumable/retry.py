@@ -19,7 +19,12 @@ if TYPE_CHECKING:
 
     from tenacity.wait import wait_base
 
-__all__ = ["DEFAULT_CLOUD_RETRY", "DEFAULT_STATE_STORE_RETRY", "RetryPolicy", "is_transient_state_store_error"]
+__all__ = [
+    "DEFAULT_CLOUD_RETRY",
+    "DEFAULT_STATE_STORE_RETRY",
+    "RetryPolicy",
+    "is_transient_state_store_error",
+]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -124,11 +125,20 @@ class TestWorkerShutdownCheckpoint:
         context["ti"].server_unreachable = True
         signal_on_poll(svc, signal.SIGTERM)
         try:
-            with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException):
+            with (
+                capture_logs() as logs,
+                airflow_sigterm_handler(op),
+                pytest.raises(AirflowRescheduleException),
+            ):
                 op.execute(context)
         finally:
             context["ti"].release_server.set()
         assert svc.cancels == []
+        classified = [e for e in logs if e["event"] == "Stop signal classified"]
+        assert classified[0]["kind"] == "unknown"
+        # It may have been a user's stop: the log names the job that might be left running.
+        warned = [e for e in logs if e["log_level"] == "warning" and "not classified in time" in e["event"]]
+        assert warned and warned[0]["external_id"] == svc.submissions[0]
 
     def test_next_try_reconnects_after_a_checkpoint(self, svc: ToyJobService) -> None:
         """The try after a checkpoint polls the same job; the resume count is kept."""
@@ -255,6 +265,29 @@ class TestClassification:
         """Only 'running' on the server means the worker, not a user, is stopping the try."""
         answer: Callable[[], dict[str, Any]] = lambda: {"r": {"t_2": state}}  # noqa: E731
         assert classify_stop(answer, run_id="r", task_id="t", map_index=2, timeout=1)[0] is kind
+
+    def test_no_answer_in_time_is_unknown(self) -> None:
+        """A server that does not answer within the bound leaves the kind unknown."""
+        release = threading.Event()
+
+        def slow() -> dict[str, Any]:
+            release.wait(5)
+            return {"r": {"t": "failed"}}
+
+        try:
+            kind, why = classify_stop(slow, run_id="r", task_id="t", map_index=-1, timeout=0.05)
+        finally:
+            release.set()
+        assert kind is StopKind.UNKNOWN and "did not answer within 0.05s" in why
+
+    def test_failing_call_is_unknown(self) -> None:
+        """A call that raises (the supervisor could not reach the server) leaves the kind unknown."""
+
+        def failing() -> dict[str, Any]:
+            raise ConnectionError("refused")
+
+        kind, why = classify_stop(failing, run_id="r", task_id="t", map_index=-1, timeout=1)
+        assert kind is StopKind.UNKNOWN and "ConnectionError" in why
 
     def test_installed_airflow_forwards_sigterm(self) -> None:
         """Airflow 3.3.x's supervisor forwards SIGTERM to the task (the warm-shutdown change is later)."""
