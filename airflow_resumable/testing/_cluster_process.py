@@ -12,10 +12,10 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar, cast
 
 import psutil
+import tenacity
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -65,16 +65,22 @@ def wait_until(
     :param check: called before every probe; raises to abort the wait (e.g. a process died).
     :raises TimeoutError: ``probe`` did not succeed within ``timeout``.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def checked_probe() -> T | None:
         if check is not None:
             check()
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(step)
+        return probe()
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda result: not result),
+        stop=tenacity.stop_after_delay(timeout),
+        wait=tenacity.wait_fixed(step),
+    )
+    try:
+        result = retrying(checked_probe)
+    except tenacity.RetryError:
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}") from None
+    return cast("T", result)  # only a truthy result ends the retrying
 
 
 def _tree(pid: int) -> list[psutil.Process]:
