@@ -69,8 +69,14 @@ def cluster(
     retry (one attempt per call): the operators' own ``cloud_retry`` is what the tests exercise.
     ``aws_sdk_retries`` keeps botocore's retries on (3 attempts), as most deployments do: the
     lost-response case uses it to show that a submit call is still never re-sent blindly.
+
+    The heartbeat timeout is 20 s, not the harness's 10 s: on 2 cores, with five chaos cases at
+    once, the sqlite api-server once stalled for 15 s, long enough for the scheduler to fail a
+    healthy try as "without a heartbeat" (seen once in five full runs). A SIGKILLed worker is
+    retried 10 s later for it.
     """
     env = {
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         **databricks_connection_env(fake_databricks.url),
         **aws_connection_env(moto.url, conn_id=SDK_RETRIES_CONN_ID, max_attempts=3),
         **aws_connection_env(moto.url, max_attempts=1),
