@@ -152,8 +152,9 @@ class StopHandlingMixin:
 
         record = self._current_record
         if kind is StopKind.UNKNOWN and record is not None and record.external_id is not None:
-            # If a user stopped the try, the server refuses the reschedule and nobody polls the
-            # job again; say which job, so that it can be found (a warm restart is the common case).
+            # Usually a worker shutdown under a slow server, and the next try reconnects. But if a
+            # user stopped the try, the server refuses the reschedule and nobody polls the job
+            # again: name the job, so that it can be found and stopped.
             self.log.warning(
                 "Stop signal not classified in time; checkpointing. If a user stopped this task, "
                 "the remote job may keep running and must be stopped by hand",
