@@ -20,6 +20,7 @@ class Option:
     type: str
     default: Any
     description: str
+    version_added: str = "0.1.0"
 
 
 OPTIONS: dict[str, Option] = {
@@ -30,11 +31,28 @@ OPTIONS: dict[str, Option] = {
         "integer", 3, "Consecutive checkpoints allowed per remote job; the next shutdown fails the task."
     ),
     "cancel_on_user_stop": Option(
-        "boolean", True, "Cancel the remote job when a user marks the task failed or success, or clears it."
+        "boolean",
+        True,
+        "Cancel the remote job when a user marks the task failed or success, or fails or deletes "
+        "its DAG run.",
     ),
     "cancel_on_timeout": Option("boolean", True, "Cancel the remote job when execution_timeout is reached."),
     "cancel_on_failure": Option(
         "boolean", True, "Cancel a possibly active remote job when the task fails for good."
+    ),
+    "cancel_on_spec_change": Option(
+        "boolean",
+        True,
+        "Cancel a still-active job of an earlier generation when a clear re-runs the task with a "
+        "changed job spec, before the new spec is submitted.",
+        "0.2.0",
+    ),
+    "keep_ledger": Option(
+        "boolean",
+        True,
+        "Keep a copy of each in-flight job's record in an Airflow Variable (airflow_resumable.ledger.*), "
+        "so that a clear that deletes the task state store cannot cause a second job.",
+        "0.2.0",
     ),
     "stop_classification_timeout": Option(
         "float", 3.0, "Seconds to wait for the API server's answer after a stop signal."
@@ -59,7 +77,7 @@ def provider_config() -> dict[str, Any]:
             "options": {
                 name: {
                     "description": option.description,
-                    "version_added": "0.1.0",
+                    "version_added": option.version_added,
                     "type": option.type,
                     "example": str(option.default),
                     "default": str(option.default),

@@ -31,12 +31,15 @@ class Decision:
     :param record: the record to act on and to store before acting.
     :param reason: a short stable name, used as the metric suffix and the log's ``reason`` field.
     :param detail: one human sentence for the log line.
+    :param supersedes: the id of an earlier generation's job that may still be active and whose
+        spec is no longer the task's (a clear after a spec change): cancel it before submitting.
     """
 
     action: Action
     record: JobRecord
     reason: str
     detail: str
+    supersedes: JsonValue = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Backend:
     is_succeeded: Callable[[str], bool]
     find_job: Callable[[str], JsonValue] | None
     is_valid_external_id: Callable[[JsonValue], bool]
+    #: The record kept in the ledger of jobs in flight (:mod:`airflow_resumable.ledger`), read only
+    #: when the task state store holds nothing: a clear may have deleted it.
+    read_ledger: Callable[[], JobRecord | None] | None = None
 
 
 def decide(stored_record: JsonValue, stored_bare_id: JsonValue, backend: Backend) -> Decision:
@@ -82,12 +88,21 @@ def decide(stored_record: JsonValue, stored_bare_id: JsonValue, backend: Backend
     if record is None:
         if bare_id is not None:
             return _judge(bare_id, _adopted(backend, 1, bare_id), backend, via="stock_id")
-        return Decision("submit", _intent(backend, 1), "fresh", "No earlier job recorded; submitting.")
+        kept = backend.read_ledger() if backend.read_ledger is not None else None
+        if kept is None:
+            return Decision("submit", _intent(backend, 1), "fresh", "No earlier job recorded; submitting.")
+        return _from_record(kept, backend, via="ledger")
 
     if bare_id is not None and bare_id != record.external_id and record.external_id is not None:
         # Another operator (the stock one, after a class swap) submitted a newer job.
         return _judge(bare_id, _adopted(backend, record.generation + 1, bare_id), backend, via="stock_id")
+    return _from_record(record, backend, via="record")
 
+
+def _from_record(record: JobRecord, backend: Backend, *, via: str) -> Decision:
+    """The table's rows for a record found in the store (``via="record"``) or the ledger."""
+    prefix = "" if via == "record" else f"{via}_"
+    origin = "" if via == "record" else " (the task state store was empty; the ledger kept the record)"
     next_generation = record.generation + 1
     if record.phase == "completed":
         return Decision(
@@ -105,25 +120,52 @@ def decide(stored_record: JsonValue, stored_bare_id: JsonValue, backend: Backend
             f"Job {record.external_id!r} was cancelled by an earlier try; submitting fresh.",
         )
     if backend.fingerprint and record.fingerprint and backend.fingerprint != record.fingerprint:
-        return Decision(
-            "submit",
-            _intent(backend, next_generation),
-            "spec_changed",
-            f"The rendered job spec changed since job {record.external_id!r} was submitted "
-            f"(generation {record.generation}); not adopting it, submitting fresh.",
-        )
+        return _spec_changed(record, backend, origin)
     if record.external_id is None:
-        return _resolve_intent(record, backend)
-    return _judge(record.external_id, record, backend, via="record")
+        return _resolve_intent(record, backend, prefix=prefix)
+    return _judge(record.external_id, record, backend, via=via)
 
 
-def _resolve_intent(record: JobRecord, backend: Backend) -> Decision:
+def _spec_changed(record: JobRecord, backend: Backend, origin: str) -> Decision:
+    """
+    A new spec: submit the next generation, and name the old job if it may still be running.
+
+    A clear after the user fixed an input must not leave the old generation's job running with
+    nobody watching it; the mixin cancels ``supersedes`` before it submits.
+    """
+    old_id = record.external_id
+    if old_id is None and record.phase == "intent" and backend.find_job is not None:
+        old_id = backend.find_job(record.token)
+    supersedes: JsonValue = None
+    state = "no job recorded"
+    if old_id is not None:
+        try:
+            status = backend.get_status(old_id)
+        except JobNotFoundError:
+            state = "unknown to the service"
+        else:
+            state = status
+            if backend.is_active(status):
+                supersedes = old_id
+    elif record.phase == "intent":
+        state = "an intent whose job, if any, cannot be looked up"
+    detail = (
+        f"The rendered job spec changed since generation {record.generation} (job {old_id!r}: "
+        f"{state}){origin}; not adopting it, submitting fresh"
+    )
+    detail += f" after cancelling job {supersedes!r}." if supersedes is not None else "."
+    return Decision(
+        "submit", _intent(backend, record.generation + 1), "spec_changed", detail, supersedes=supersedes
+    )
+
+
+def _resolve_intent(record: JobRecord, backend: Backend, *, prefix: str = "") -> Decision:
     """An intent without an id: the previous try may or may not have created the job."""
     if backend.submission_is_idempotent:
         return Decision(
             "submit",
             record,
-            "intent_retry",
+            prefix + "intent_retry",
             "An earlier try recorded an intent but no job id; resubmitting with the same token, "
             "which the service deduplicates.",
         )
@@ -138,7 +180,7 @@ def _resolve_intent(record: JobRecord, backend: Backend) -> Decision:
         return Decision(
             "submit",
             record,
-            "intent_retry",
+            prefix + "intent_retry",
             "An earlier try recorded an intent but no job id, and no job carries its token; "
             "submitting with the same token.",
         )
@@ -149,6 +191,7 @@ def _judge(external_id: JsonValue, record: JobRecord, backend: Backend, *, via: 
     """Ask the service about a known job and choose reconnect, adopt or resubmit."""
     origin = {
         "record": "recorded",
+        "ledger": "kept in the ledger of jobs in flight; the task state store was empty",
         "token": "found by its submission token",
         "stock_id": f"stored by the stock operator under {backend.external_id_key!r}",
         "unreadable_record": f"stored under {backend.external_id_key!r} (the record was unreadable)",

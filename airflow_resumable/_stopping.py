@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 
-from airflow_resumable.exceptions import ResumeLimitError, StoppedByUserError
+from airflow_resumable.exceptions import HandedOverError, ResumeLimitError, StoppedByUserError
 from airflow_resumable.interruption import InterruptionWatch, StopKind, classify_stop
-from airflow_resumable.record import RECORD_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,6 +49,9 @@ class StopHandlingMixin:
         def cancel_job(self, external_id: JsonValue, context: Context) -> None: ...
         def is_transient_error(self, error: BaseException) -> bool: ...
         def _store_set(self, store: Any, key: str, value: JsonValue, *, required: bool) -> bool: ...
+        def _save_record(
+            self, store: Any, record: JobRecord, context: Context | None, *, required: bool
+        ) -> bool: ...
         def _count(self, metric: str) -> None: ...
 
     def _init_stop_policy(
@@ -144,6 +146,8 @@ class StopHandlingMixin:
         )
         signal_name = interruption.signal_name if interruption else "SIGTERM"
         self.log.info("Stop signal classified", signal=signal_name, kind=kind.value, reason=why)
+        if kind is StopKind.HAND_OVER:
+            self._hand_over(signal_name, why)
         if kind is StopKind.USER_STOP:
             self._stop_remote_job(
                 context, store, reason=f"user stop: {why}", enabled=self.cancel_on_user_stop
@@ -175,6 +179,27 @@ class StopHandlingMixin:
             )
         self._checkpoint(context, store, signal_name, why)
 
+    def _hand_over(self, signal_name: str, why: str) -> None:
+        """
+        A clear reached this running try: leave the job to the next try, which reconnects.
+
+        Nothing is written: the record already names the job (or its intent's token), and the clear
+        may have discarded the task's state (apache/airflow#72100), which the library's ledger of
+        jobs in flight survives. Always raises.
+        """
+        record = self._current_record
+        external_id = None if record is None else record.external_id
+        self.log.info(
+            "Cleared while running: the remote job is left to the next try, which reconnects to it",
+            external_id=external_id,
+            reason=why,
+        )
+        self._count("hand_over")
+        raise HandedOverError(
+            f"{signal_name} received and {why}: the task instance was cleared. The remote job "
+            f"{external_id!r} keeps running; the next try reconnects to it."
+        )
+
     def _checkpoint(self, context: Context, store: Any, signal_name: str, why: str) -> None:
         ti = context["ti"]
         now = datetime.now(tz=timezone.utc)
@@ -190,7 +215,7 @@ class StopHandlingMixin:
             record = record.evolve(phase=phase, resumes=record.resumes + 1, interruption=data)
             self._current_record = record
             if store is not None:
-                self._store_set(store, RECORD_KEY, record.to_json(), required=False)
+                self._save_record(store, record, context, required=False)
         checkpoint = {
             **data,
             "external_id": None if record is None else record.external_id,
@@ -247,7 +272,7 @@ class StopHandlingMixin:
         assert record is not None
         self._current_record = record.evolve(phase="cancelled")
         if store is not None:
-            self._store_set(store, RECORD_KEY, self._current_record.to_json(), required=False)
+            self._save_record(store, self._current_record, context, required=False)
         self.log.warning("Cancelled the remote job", external_id=external_id, reason=reason)
         self._count("cancel")
         return True

@@ -6,6 +6,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 __all__ = [
     "CorruptRecordError",
+    "HandedOverError",
     "InvalidJobSpecError",
     "JobFailedError",
     "JobNotFoundError",
@@ -56,7 +57,17 @@ class StateStoreUnavailableError(ResumableError):
 
 
 class StoppedByUserError(ResumableError, AirflowFailException):
-    """The task instance was stopped from outside (marked failed or success, cleared, run deleted)."""
+    """The task instance was stopped from outside (marked failed or success, its run failed or deleted)."""
+
+
+class HandedOverError(ResumableError):
+    """
+    The task instance was cleared while this try ran: the job is left to the next try.
+
+    Ends the try without touching the remote job; the server already decided what comes next.
+
+    .. versionadded:: 0.2.0
+    """
 
 
 class ResumeLimitError(ResumableError, AirflowFailException):

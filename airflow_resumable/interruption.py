@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_resumable._custody import StopMeaning, stop_meaning
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -32,6 +34,7 @@ __all__ = [
     "InterruptionWatch",
     "StopKind",
     "classify_stop",
+    "classify_trigger_kill",
     "supervisor_signal_mode",
 ]
 
@@ -41,6 +44,11 @@ class StopKind(enum.Enum):
 
     WORKER_SHUTDOWN = "worker_shutdown"
     USER_STOP = "user_stop"
+    #: The task instance was cleared (the server says ``restarting``, or it already holds a later
+    #: state of a new try): the job is left running for the next try, which reconnects to it.
+    #:
+    #: .. versionadded:: 0.2.0
+    HAND_OVER = "hand_over"
     #: The server did not answer in time (or the call failed): handled as a worker shutdown, the
     #: safe side, but it may have been a user's stop.
     UNKNOWN = "unknown"
@@ -146,10 +154,14 @@ def classify_stop(
     if "error" in answer:
         return StopKind.UNKNOWN, f"the server could not be asked ({answer['error']!r})"
     key = task_id if map_index < 0 else f"{task_id}_{map_index}"
-    state = (answer.get("states") or {}).get(run_id, {}).get(key)
+    run_states = (answer.get("states") or {}).get(run_id) or {}
+    state = run_states.get(key)
     state_name = getattr(state, "value", state)
-    if state_name == "running":
+    meaning = stop_meaning(state_name, found=key in run_states)
+    if meaning is StopMeaning.WORKER_SHUTDOWN:
         return StopKind.WORKER_SHUTDOWN, "the server still holds the task instance as running"
+    if meaning is StopMeaning.HAND_OVER:
+        return StopKind.HAND_OVER, f"the server holds the task instance as {state_name or 'cleared'}"
     return StopKind.USER_STOP, f"the server holds the task instance as {state_name or 'gone'}"
 
 
@@ -170,3 +182,42 @@ def supervisor_signal_mode() -> str:
     if "_forward_signal" in source and "warm_shutdown" not in source:
         return "forward"
     return "warm"
+
+
+async def classify_trigger_kill(task_instance: Any, *, timeout: float) -> tuple[StopKind, str]:
+    """
+    Why the triggerer cancelled a deferred task's trigger "by user action" (``on_kill``).
+
+    Airflow 3.3's triggerer calls ``on_kill`` for any user action on the task instance (a clear as
+    well as a mark failed) and never for its own shutdown. Asking the server for the task
+    instance's state now tells them apart (the state changed before the trigger was cancelled):
+
+    - finished or gone (marked failed or success, DAG run failed or deleted): :attr:`StopKind.USER_STOP`;
+    - cleared, scheduled, queued, or already running again: :attr:`StopKind.HAND_OVER` (a next try
+      owns the job and reconnects to it; cancelling it would fail that try);
+    - no answer in time: :attr:`StopKind.UNKNOWN`.
+
+    :param task_instance: the trigger's ``task_instance`` (a runtime task instance in the
+        triggerer, whose ``get_task_states`` asks the server through the triggerer's supervisor).
+    """
+    import asyncio
+
+    ask = getattr(task_instance, "get_task_states", None)
+    if ask is None:  # the triggerer's plain task instance model: ask through the Task SDK
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        ask = RuntimeTaskInstance.get_task_states
+    map_index = getattr(task_instance, "map_index", None)
+    dag_id, task_id, run_id = task_instance.dag_id, task_instance.task_id, task_instance.run_id
+    kind, why = await asyncio.to_thread(
+        classify_stop,
+        lambda: ask(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id]),
+        run_id=task_instance.run_id,
+        task_id=task_instance.task_id,
+        map_index=-1 if map_index is None else int(map_index),
+        timeout=timeout,
+    )
+    if kind is StopKind.WORKER_SHUTDOWN:
+        # "running" seen from a trigger means the next try has already started: it owns the job.
+        return StopKind.HAND_OVER, "a new try of the task instance is already running"
+    return kind, why

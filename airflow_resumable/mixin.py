@@ -8,7 +8,7 @@ every submission, submission tokens, spec-change detection, cancellation and bou
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
 from airflow.sdk.bases.operator import BaseOperatorMeta
@@ -24,7 +24,14 @@ from airflow_resumable.exceptions import (
     StateStoreUnavailableError,
     TransientCloudError,
 )
-from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
+from airflow_resumable.ledger import (
+    LEDGER_CONTEXT_KEY,
+    VariableLedger,
+    ledger_entry,
+    ledger_key,
+    record_from_entry,
+)
+from airflow_resumable.record import RECORD_KEY, JobRecord, RecordFormatError, TaskIdentity
 from airflow_resumable.retry import (
     DEFAULT_CLOUD_RETRY,
     DEFAULT_STATE_STORE_RETRY,
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor
     from pydantic import JsonValue
+
+    from airflow_resumable.ledger import JobLedger
 
 __all__ = ["ResumableJobMixin"]
 
@@ -88,7 +97,10 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     running, the record is marked ``interrupted`` and the try ends ``up_for_reschedule`` after
     ``resume_delay`` (no retry consumed); the next try reconnects. Otherwise a user stopped the
     task: the job is cancelled. An ``execution_timeout`` cancels too, and so does a failure for
-    good (no retries left) while the job may still be active.
+    good (no retries left) while the job may still be active. A clear that reaches the running try
+    is a hand-over, not a stop: the job keeps running and the next try reconnects to it. What every
+    user action means in every task state is one table, :mod:`airflow_resumable._custody`
+    (``docs/stopping.md``).
 
     Arguments left as None take their value from the ``[resumable]`` section of the Airflow
     configuration (see ``docs/configuration.md``), else the built-in default shown.
@@ -106,6 +118,12 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     :param on_checkpoint_callback: called like Airflow's task callbacks, with the context plus a
         ``checkpoint`` entry, whenever a worker shutdown becomes a checkpoint.
     :param stop_classification_timeout: seconds to wait for the server's answer after a signal (3).
+    :param cancel_on_spec_change: when a clear re-runs the task with a changed job spec, cancel the
+        earlier generation's job if it is still active, before submitting the new spec (True).
+        ``.. versionadded:: 0.2.0``
+    :param keep_ledger: keep a copy of the record of each job in flight in an Airflow Variable
+        (:mod:`airflow_resumable.ledger`), so that a clear that deletes the task state store cannot
+        lead to a second job (True). ``.. versionadded:: 0.2.0``
 
     .. versionadded:: 0.1.0
     """
@@ -135,9 +153,13 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         cancel_on_failure: bool | None = None,
         on_checkpoint_callback: Callable[..., Any] | list[Callable[..., Any]] | None = None,
         stop_classification_timeout: float | None = None,
+        cancel_on_spec_change: bool | None = None,
+        keep_ledger: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cancel_on_spec_change: bool = _or_setting(cancel_on_spec_change, "cancel_on_spec_change")
+        self.keep_ledger: bool = _or_setting(keep_ledger, "keep_ledger")
         # None means "the [resumable] section of the Airflow configuration, else the built-in default".
         self._init_stop_policy(
             resume_delay=setting("resume_delay_seconds") if resume_delay is None else resume_delay,
@@ -252,6 +274,8 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
                 self._stop_remote_job(
                     context, store, reason=f"task failed for good: {error!r}", enabled=self.cancel_on_failure
                 )
+            if self._final_status is not None and store is not None:
+                self._forget_in_ledger(context)  # the job ended (failed): nothing left in flight
             raise
         finally:
             self._stop_watch()
@@ -272,23 +296,53 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         self._current_record = record
         self._raise_if_interrupted()
         if decision.action == "submit":
-            self._store_set(store, RECORD_KEY, record.to_json(), required=True)
+            if decision.supersedes is not None:
+                self._cancel_superseded(decision.supersedes, context)
+            self._save_record(store, record, context, required=True)
             self._current_record = record
             external_id = self._submit(record, context)
             record = record.evolve(external_id=external_id, phase="submitted")
-            self._persist_submitted(store, record)
+            self._persist_submitted(store, record, context)
         else:
             external_id = record.external_id
             if decision.reason != "reconnect" and decision.reason != "already_succeeded":
-                self._persist_submitted(store, record)  # adopted or recovered: make it ours
+                self._persist_submitted(store, record, context)  # adopted or recovered: make it ours
         self._current_record = record
         self._raise_if_interrupted()
         if decision.action == "return_result":
             result = self.get_job_result(external_id, context)
         else:
             result = self._wait_and_finish(external_id, context)
-        self._store_set(store, RECORD_KEY, record.evolve(phase="completed").to_json(), required=False)
+        self._save_record(store, record.evolve(phase="completed"), context, required=False)
         return result
+
+    def _cancel_superseded(self, external_id: JsonValue, context: Context) -> None:
+        """Cancel an earlier generation's job before its spec is replaced (a clear after a fix)."""
+        if not self.cancel_on_spec_change:
+            self.log.warning(
+                "The job spec changed; the earlier generation's job keeps running "
+                "(cancel_on_spec_change is off)",
+                external_id=external_id,
+            )
+            return
+        try:
+            self._cloud(self.cancel_job, external_id, context, what="cancel_job")
+        except Exception as err:
+            self.log.error(
+                "COULD NOT CANCEL the superseded remote job: it may be left running and must be "
+                "stopped by hand",
+                external_id=external_id,
+                reason="job spec changed",
+                error=repr(err),
+            )
+            self._count("cancel_failed")
+            return
+        self.log.warning(
+            "Cancelled the remote job of an earlier generation: the job spec changed",
+            external_id=external_id,
+            reason="superseded",
+        )
+        self._count("cancel")
 
     def _decide(self, store: TaskStateStoreAccessor, context: Context) -> Decision:
         identity = TaskIdentity.from_context(context)
@@ -306,6 +360,7 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
             if self.submission_is_idempotent or not self._overrides("find_job")
             else lambda token: self._cloud(self.find_job, token, context, what="find_job"),
             is_valid_external_id=self.is_valid_external_id,
+            read_ledger=(lambda: self._read_ledger(identity, context)) if self.keep_ledger else None,
         )
         with tracer.start_as_current_span("airflow_resumable.resume_decision") as span:
             span.set_attribute("operator", type(self).__name__)
@@ -317,7 +372,10 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
             span.set_attribute("resumable.generation", decision.record.generation)
             if decision.record.external_id is not None:
                 span.set_attribute("resumable.external_id", str(decision.record.external_id))
-        log = self.log.warning if decision.reason in ("spec_changed", "prior_failed") else self.log.info
+        degraded = decision.reason in ("spec_changed", "prior_failed") or decision.reason.startswith(
+            "ledger_"
+        )
+        log = self.log.warning if degraded else self.log.info
         log(
             "Resume decision",
             decision=decision.reason,
@@ -372,13 +430,85 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
                 )
         return self.get_job_result(external_id, context)
 
-    def _persist_submitted(self, store: TaskStateStoreAccessor, record: JobRecord) -> None:
+    def _persist_submitted(self, store: TaskStateStoreAccessor, record: JobRecord, context: Context) -> None:
         """Record the id; a failure here is survivable because the intent's token finds the job again."""
         self._current_record = record
-        stored = self._store_set(store, RECORD_KEY, record.to_json(), required=False)
+        stored = self._save_record(store, record, context, required=False)
         if stored and record.external_id is not None:
             # Mirror for the stock operator: swapping the class back still reconnects.
             self._store_set(store, self.external_id_key, record.external_id, required=False)
+
+    # ------------------------------------------------------------------------------ the record
+    def _save_record(self, store: Any, record: JobRecord, context: Context | None, *, required: bool) -> bool:
+        """
+        Write the record to the task state store, and mirror it in the ledger of jobs in flight.
+
+        The ledger holds it while the job may be active (intent, submitted, interrupted) and lets
+        go of it once the job completed or was cancelled.
+        """
+        stored = self._store_set(store, RECORD_KEY, record.to_json(), required=required)
+        if context is not None and self.keep_ledger:
+            if record.phase in ("completed", "cancelled"):
+                self._forget_in_ledger(context)
+            else:
+                self._ledger_call(context, "set", record)
+        return stored
+
+    def _forget_in_ledger(self, context: Context) -> None:
+        if self.keep_ledger:
+            self._ledger_call(context, "delete", None)
+
+    def _ledger_call(self, context: Context, what: str, record: JobRecord | None) -> None:
+        """Write or delete this task instance's ledger entry; a failure only warns."""
+        identity = TaskIdentity.from_context(context)
+        ledger = self._ledger(context)
+        key = ledger_key(identity)
+        try:
+            if record is not None:
+                entry = ledger_entry(identity, record)
+                self.state_store_retry.call(
+                    ledger.set, key, entry, is_retryable=is_transient_state_store_error, what="ledger write"
+                )
+            else:
+                self.state_store_retry.call(
+                    ledger.delete, key, is_retryable=is_transient_state_store_error, what="ledger delete"
+                )
+        except Exception as err:
+            self.log.warning(
+                "Could not update the ledger of jobs in flight; the task state store still has the record",
+                key=key,
+                action=what,
+                error=repr(err),
+            )
+
+    def _read_ledger(self, identity: TaskIdentity, context: Context) -> JobRecord | None:
+        """
+        The ledger's copy of this task instance's record, or None.
+
+        :raises StateStoreUnavailableError: the ledger cannot be read (nothing is submitted: a
+            clear may have deleted the record of a job that still runs).
+        """
+        key = ledger_key(identity)
+        ledger = self._ledger(context)
+        try:
+            entry = self.state_store_retry.call(
+                ledger.get, key, is_retryable=is_transient_state_store_error, what="ledger read"
+            )
+        except Exception as err:
+            raise StateStoreUnavailableError(
+                f"The task state store holds no record and the ledger of jobs in flight ({key}) "
+                f"could not be read ({err}); nothing was submitted."
+            ) from err
+        try:
+            return record_from_entry(identity, entry)
+        except RecordFormatError as err:
+            self.log.warning("Ignoring an unreadable ledger entry", key=key, error=str(err))
+            return None
+
+    @staticmethod
+    def _ledger(context: Context) -> JobLedger:
+        ledger = cast("JobLedger | None", context.get(LEDGER_CONTEXT_KEY))  # a test seam
+        return ledger if ledger is not None else VariableLedger()
 
     # ------------------------------------------------------------------------------ plumbing
     def _cloud(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:

@@ -9,6 +9,9 @@ A directive stands alone on a line, outside fenced code:
   the documentation shows is one the system tests run. A missing file or marker fails the build.
 - ``{{ resumable_config_options() }}`` is replaced by the table of the ``[resumable]`` options,
   generated from ``airflow_resumable._config.OPTIONS``, so the reference cannot drift.
+- ``{{ resumable_custody_table() }}`` is replaced by the table of task state x user action ->
+  what happens to the remote job and who watches it, generated from
+  ``airflow_resumable._custody.TABLE``, the table the code itself consults.
 
 ``tests/test_docs_examples.py`` runs the same functions over every page.
 """
@@ -28,9 +31,11 @@ from mkdocs.exceptions import PluginError
 EXAMPLES_DIR = "system_tests/dags"
 
 _DIRECTIVE_LINE = re.compile(r"^[ \t]*\{\{\s*(?P<name>[a-z_]+)\((?P<args>.*)\)\s*\}\}[ \t]*$")
-_DIRECTIVE_ANYWHERE = re.compile(r"\{\{\s*(?P<name>include_example|resumable_config_options)\b")
+_DIRECTIVE_ANYWHERE = re.compile(
+    r"\{\{\s*(?P<name>include_example|resumable_config_options|resumable_custody_table)\b"
+)
 _FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})")
-_ARITY = {"include_example": 2, "resumable_config_options": 0}
+_ARITY = {"include_example": 2, "resumable_config_options": 0, "resumable_custody_table": 0}
 
 
 class DocsDirectiveError(PluginError):
@@ -142,6 +147,19 @@ def config_options_markdown() -> str:
     return "\n".join(rows) + f'\n\n```ini title="airflow.cfg (the built-in defaults)"\n{ini}\n```'
 
 
+def custody_table_markdown() -> str:
+    """Task state x user action -> the job's fate, and who watches the job in that state."""
+    from airflow_resumable._custody import ACTIONS, TABLE
+
+    header = ["task state", "who watches the job", *ACTIONS.values()]
+    rows = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in TABLE:
+        effects = [row.effects[action].value for action in ACTIONS]
+        cells = [f"`{row.state}`: {row.description}", row.watcher.value, *effects]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def operator_argument(option: str) -> str:
     """The operator argument that overrides an option (``resume_delay_seconds`` -> ``resume_delay``)."""
     return option.removesuffix("_seconds")
@@ -158,6 +176,8 @@ def render(markdown: str, root: Path) -> str:
         if directive.name == "include_example":
             path, marker = directive.args
             block = f'```python title="{Path(path).name}"\n{example_code(root, path, marker)}\n```'
+        elif directive.name == "resumable_custody_table":
+            block = custody_table_markdown()
         else:
             block = config_options_markdown()
         lines[number - 1] = textwrap.indent(block, indent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -136,6 +137,32 @@ class TestSpecChange:
         assert (decision.action, decision.reason, decision.record.generation) == ("submit", "spec_changed", 2)
         assert decision.record.fingerprint == "sha256:new"
 
+    def test_running_old_job_is_named_for_cancelling(self) -> None:
+        """The old generation's job still runs: the decision names it, so it is cancelled first."""
+        _, value = stored("j1", fp="sha256:old")
+        decision = decide(value, "j1", backend({"j1": "RUNNING"}, fingerprint="sha256:new"))
+        assert decision.supersedes == "j1"
+        assert "after cancelling job 'j1'" in decision.detail
+
+    @pytest.mark.parametrize("status", ["FAILED", "SUCCEEDED"])
+    def test_ended_old_job_is_left_alone(self, status: str) -> None:
+        """An old job that already ended needs no cancel."""
+        _, value = stored("j1", fp="sha256:old")
+        decision = decide(value, "j1", backend({"j1": status}, fingerprint="sha256:new"))
+        assert decision.reason == "spec_changed" and decision.supersedes is None
+
+    def test_old_job_unknown_to_the_service_is_left_alone(self) -> None:
+        """An old job the service no longer knows needs no cancel."""
+        _, value = stored("j1", fp="sha256:old")
+        decision = decide(value, "j1", backend({}, fingerprint="sha256:new"))
+        assert decision.supersedes is None and "unknown to the service" in decision.detail
+
+    def test_old_intent_is_looked_up_by_its_token(self) -> None:
+        """An old intent without id: find_job(token) finds its running job, which is superseded."""
+        _, value = stored(fp="sha256:old")
+        found = backend({"j9": "RUNNING"}, idempotent=False, found="j9", fingerprint="sha256:new")
+        assert decide(value, None, found).supersedes == "j9"
+
     def test_detection_off_when_fingerprint_is_none(self) -> None:
         """job_fingerprint returning None turns detection off."""
         _, value = stored("j1", fp="sha256:old")
@@ -172,3 +199,57 @@ class TestCorruptRecord:
         """A value that cannot be an id of this service is reported, never submitted around."""
         with pytest.raises(CorruptRecordError, match="not a valid job id"):
             decide(None, {"nested": True}, backend())
+
+
+class TestWipedStateStore:
+    """A clear deleted the task state store (apache/airflow#72100): the ledger's copy decides."""
+
+    @staticmethod
+    def with_ledger(kept: JobRecord | None, **kwargs: Any) -> Backend:
+        return dataclasses.replace(backend(**kwargs), read_ledger=lambda: kept)
+
+    def test_active_job_in_the_ledger_is_reconnected(self) -> None:
+        """Nothing in the store, the ledger names a running job: reconnect, no second job."""
+        record, _ = stored("j1")
+        decision = decide(None, None, self.with_ledger(record, statuses={"j1": "RUNNING"}))
+        assert (decision.action, decision.reason) == ("reconnect", "ledger_reconnect")
+        assert decision.record.token == record.token
+
+    def test_succeeded_job_in_the_ledger_returns_its_result(self) -> None:
+        """The job ended well while nobody watched: its result, no poll, no submit."""
+        record, _ = stored("j1")
+        decision = decide(None, None, self.with_ledger(record, statuses={"j1": "SUCCEEDED"}))
+        assert decision.reason == "ledger_already_succeeded"
+
+    def test_failed_job_in_the_ledger_starts_the_next_generation(self) -> None:
+        """The kept job failed: the next generation is submitted."""
+        record, _ = stored("j1", generation=3)
+        decision = decide(None, None, self.with_ledger(record, statuses={"j1": "FAILED"}))
+        assert (decision.action, decision.record.generation) == ("submit", 4)
+
+    def test_intent_in_the_ledger_reuses_its_token(self) -> None:
+        """The kept record is an intent: the same token is re-sent (the service deduplicates)."""
+        record, _ = stored()
+        decision = decide(None, None, self.with_ledger(record))
+        assert (decision.reason, decision.record.token) == ("ledger_intent_retry", record.token)
+
+    def test_changed_spec_in_the_ledger_supersedes_the_old_job(self) -> None:
+        """The kept job runs an old spec: cancel it, then submit the new one."""
+        record, _ = stored("j1", fp="sha256:old")
+        decision = decide(None, None, self.with_ledger(record, statuses={"j1": "RUNNING"}))
+        assert (decision.reason, decision.supersedes) == ("spec_changed", "j1")
+        assert "the ledger kept the record" in decision.detail
+
+    def test_empty_ledger_is_a_fresh_submit(self) -> None:
+        """Nothing anywhere: a first submission."""
+        assert decide(None, None, self.with_ledger(None)).reason == "fresh"
+
+    def test_ledger_is_not_read_when_the_store_has_a_record(self) -> None:
+        """The store is the source of truth; the ledger is only the fallback."""
+
+        def unreadable() -> JobRecord | None:
+            raise AssertionError("the ledger must not be read")
+
+        _, value = stored("j1")
+        with_record = dataclasses.replace(backend({"j1": "RUNNING"}), read_ledger=unreadable)
+        assert decide(value, None, with_record).reason == "reconnect"

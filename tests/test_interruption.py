@@ -22,7 +22,12 @@ from airflow.sdk.execution_time.timeout import timeout
 from structlog.testing import capture_logs
 from tenacity import wait_none
 
-from airflow_resumable.exceptions import ResumeLimitError, StoppedByUserError, TransientCloudError
+from airflow_resumable.exceptions import (
+    HandedOverError,
+    ResumeLimitError,
+    StoppedByUserError,
+    TransientCloudError,
+)
 from airflow_resumable.interruption import StopKind, classify_stop, supervisor_signal_mode
 from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
 from airflow_resumable.retry import RetryPolicy
@@ -178,15 +183,15 @@ class TestUserStop:
         assert svc.cancels == svc.submissions
         assert JobRecord.from_json(store.get(RECORD_KEY)).phase == "cancelled"
 
-    def test_cleared_while_running_cancels(self, svc: ToyJobService) -> None:
-        """A clear puts the try in 'restarting' on the server: also a user's stop."""
+    def test_run_deleted_while_running_cancels(self, svc: ToyJobService) -> None:
+        """SIGTERM when the server no longer knows the task instance (its DAG run deleted): cancel."""
         op = make(svc)
         context = make_context()
-        context["ti"].server_state = "restarting"
+        context["ti"].server_knows = False
         signal_on_poll(svc, signal.SIGTERM)
-        with airflow_sigterm_handler(op), pytest.raises(StoppedByUserError):
+        with airflow_sigterm_handler(op), pytest.raises(StoppedByUserError, match="gone"):
             op.execute(context)
-        assert len(svc.cancels) == 1
+        assert svc.cancels == svc.submissions
 
     def test_cancel_on_user_stop_can_be_switched_off(self, svc: ToyJobService) -> None:
         """cancel_on_user_stop=False leaves the job running."""
@@ -250,6 +255,33 @@ class TestTimeoutAndFinalFailure:
         assert loud and loud[0]["external_id"] == svc.submissions[0]
 
 
+class TestClearedWhileRunning:
+    def test_clear_is_a_hand_over_not_a_stop(self, svc: ToyJobService) -> None:
+        """A clear puts the try in 'restarting': the job is left running and the record untouched."""
+        op, store = make(svc), InMemoryTaskStateStore()
+        context = make_context(store)
+        context["ti"].server_state = "restarting"
+        signal_on_poll(svc, signal.SIGTERM)
+        with airflow_sigterm_handler(op), pytest.raises(HandedOverError, match="reconnects"):
+            op.execute(context)
+        assert svc.cancels == []
+        record = JobRecord.from_json(store.get(RECORD_KEY))
+        assert (record.phase, record.external_id, record.resumes) == ("submitted", svc.submissions[0], 0)
+
+    def test_next_try_reconnects_to_the_handed_over_job(self, svc: ToyJobService) -> None:
+        """The try after a clear polls the same job: one job, no cancel."""
+        op, store = make(svc), InMemoryTaskStateStore()
+        context = make_context(store)
+        context["ti"].server_state = "restarting"
+        signal_on_poll(svc, signal.SIGTERM)
+        with airflow_sigterm_handler(op), pytest.raises(HandedOverError):
+            op.execute(context)
+        svc.finish(svc.submissions[0])
+        result = make(svc).execute(make_context(store, try_number=2))
+        assert result["job_id"] == svc.submissions[0]
+        assert len(svc.submissions) == 1 and svc.cancels == []
+
+
 class TestClassification:
     @pytest.mark.parametrize(
         ("state", "kind"),
@@ -257,14 +289,24 @@ class TestClassification:
             ("running", StopKind.WORKER_SHUTDOWN),
             ("failed", StopKind.USER_STOP),
             ("success", StopKind.USER_STOP),
-            ("restarting", StopKind.USER_STOP),
-            (None, StopKind.USER_STOP),
+            ("skipped", StopKind.USER_STOP),
+            ("upstream_failed", StopKind.USER_STOP),
+            ("restarting", StopKind.HAND_OVER),
+            (None, StopKind.HAND_OVER),
+            ("scheduled", StopKind.HAND_OVER),
+            ("queued", StopKind.HAND_OVER),
+            ("up_for_retry", StopKind.HAND_OVER),
         ],
     )
     def test_server_state_decides(self, state: str | None, kind: StopKind) -> None:
-        """Only 'running' on the server means the worker, not a user, is stopping the try."""
+        """'running' is a worker shutdown, a state of a next try a clear, a finished state a user's stop."""
         answer: Callable[[], dict[str, Any]] = lambda: {"r": {"t_2": state}}  # noqa: E731
         assert classify_stop(answer, run_id="r", task_id="t", map_index=2, timeout=1)[0] is kind
+
+    def test_task_instance_gone_is_a_user_stop(self) -> None:
+        """No state at all for the task instance (its DAG run deleted) is a user's stop."""
+        kind, why = classify_stop(lambda: {}, run_id="r", task_id="t", map_index=-1, timeout=1)
+        assert (kind, why) == (StopKind.USER_STOP, "the server holds the task instance as gone")
 
     def test_no_answer_in_time_is_unknown(self) -> None:
         """A server that does not answer within the bound leaves the kind unknown."""

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
-__all__ = ["DagRunOutcome", "TaskOutcome", "read_task_state", "run_dag", "use_temporary_airflow_home"]
+__all__ = [
+    "DagRunOutcome",
+    "TaskOutcome",
+    "read_ledger",
+    "read_task_state",
+    "run_dag",
+    "use_temporary_airflow_home",
+]
 
 _SETTINGS = {
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -139,3 +146,24 @@ def read_task_state(dag_id: str, run_id: str, task_id: str, key: str, map_index:
             )
         )
     return None if raw is None else json.loads(raw)
+
+
+def read_ledger(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+    """
+    The task instance's entry in the ledger of jobs in flight (an Airflow Variable), or None.
+
+    .. versionadded:: 0.2.0
+    """
+    import json
+
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_resumable.ledger import ledger_key
+    from airflow_resumable.record import TaskIdentity
+
+    key = ledger_key(TaskIdentity(dag_id, run_id, task_id, map_index))
+    with create_session() as session:
+        variable = session.scalar(select(Variable).where(Variable.key == key))
+        return None if variable is None else json.loads(variable.val)

@@ -37,7 +37,7 @@ from tenacity import wait_none
 
 from airflow_resumable.record import RECORD_KEY
 from airflow_resumable.retry import RetryPolicy
-from airflow_resumable.testing.airflow_env import DagRunOutcome, read_task_state, run_dag
+from airflow_resumable.testing.airflow_env import DagRunOutcome, read_ledger, read_task_state, run_dag
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -459,7 +459,7 @@ class ResumableOperatorContract(InterruptionContract):
         assert len(cloud.submitted_ids()) == 1
 
     def test_spec_change_is_not_adopted(self, cloud: CloudDriver) -> None:
-        """When the rendered spec changes between tries, the running old job is not adopted."""
+        """When the rendered spec changes between tries, the old job is cancelled, not adopted."""
 
         def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
             if try_number == 1:
@@ -474,6 +474,29 @@ class ResumableOperatorContract(InterruptionContract):
         assert len(submitted) == 2
         assert probe.polled[2] == [submitted[1]]
         assert self._record(outcome)["generation"] == 2
+        assert cloud.cancelled_ids() == [submitted[0]], "the superseded job must be cancelled"
+
+    def test_wiped_state_store_reconnects(self, cloud: CloudDriver) -> None:
+        """
+        A clear that deletes the task state store (apache/airflow#72100) causes no second job.
+
+        The ledger of jobs in flight still names the job; the next try reconnects to it, and the
+        ledger entry is gone once the task has the job's result.
+        """
+
+        def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
+            if try_number == 1:
+                probe.context["task_state_store"].clear()
+                raise SimulatedWorkerCrash("the state rows were deleted, then the worker died")
+            probe.cloud.finish(external_id, succeeded=True)
+
+        probe = ScenarioProbe(cloud, on_poll)
+        outcome = self._run(cloud, probe)
+        assert outcome.task("job").state == "success"
+        assert len(cloud.submitted_ids()) == 1, "a second job after the state store was wiped"
+        assert probe.polled[2] == [cloud.submitted_ids()[0]]
+        assert cloud.cancelled_ids() == []
+        assert read_ledger(outcome.dag_id, outcome.run_id, "job") is None
 
     def test_adopts_stock_operator_id(self, cloud: CloudDriver) -> None:
         """An id stored by the stock operator's code path (the core mixin) is adopted, not resubmitted."""

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FakeTaskInstance", "InMemoryTaskStateStore", "make_context"]
+__all__ = ["FakeTaskInstance", "InMemoryJobLedger", "InMemoryTaskStateStore", "make_context"]
 
 
 @dataclass
@@ -47,6 +47,35 @@ class InMemoryTaskStateStore:
 
 
 @dataclass
+class InMemoryJobLedger:
+    """
+    The ledger of jobs in flight (:mod:`airflow_resumable.ledger`) in memory, for unit tests.
+
+    ``fail_reads`` makes the next N ``get`` calls raise ``ConnectionError``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    values: dict[str, str] = field(default_factory=dict)
+    fail_reads: int = 0
+
+    def get(self, key: str) -> Any:
+        """The entry, or None."""
+        if self.fail_reads > 0:
+            self.fail_reads -= 1
+            raise ConnectionError("injected: ledger read failed")
+        return json.loads(self.values[key]) if key in self.values else None
+
+    def set(self, key: str, value: Any) -> None:
+        """Store the entry."""
+        self.values[key] = json.dumps(value)
+
+    def delete(self, key: str) -> None:
+        """Remove the entry."""
+        self.values.pop(key, None)
+
+
+@dataclass
 class FakeTaskInstance:
     """
     The parts of a runtime task instance the mixin uses.
@@ -64,6 +93,8 @@ class FakeTaskInstance:
     max_tries: int = 0
     stats_tags: dict[str, str] = field(default_factory=dict)
     server_state: str | None = "running"
+    #: False: the server no longer knows the task instance (its DAG run was deleted).
+    server_knows: bool = True
     server_unreachable: bool = False
     release_server: threading.Event = field(default_factory=threading.Event)
 
@@ -73,7 +104,7 @@ class FakeTaskInstance:
             self.release_server.wait(30)
             raise ConnectionError("API server unreachable")
         key = self.task_id if self.map_index < 0 else f"{self.task_id}_{self.map_index}"
-        return {self.run_id: {key: self.server_state}}
+        return {self.run_id: {key: self.server_state}} if self.server_knows else {}
 
 
 def make_context(
@@ -85,9 +116,16 @@ def make_context(
     map_index: int = -1,
     try_number: int = 1,
     max_tries: int = 0,
+    ledger: InMemoryJobLedger | None = None,
 ) -> dict[str, Any]:
-    """A task context with a ``ti`` and a ``task_state_store``, enough for ``execute_resumable``."""
+    """
+    A task context with a ``ti``, a ``task_state_store`` and an in-memory ledger of jobs in flight,
+    enough for ``execute_resumable`` without an API server.
+    """
+    from airflow_resumable.ledger import LEDGER_CONTEXT_KEY
+
     return {
         "ti": FakeTaskInstance(dag_id, run_id, task_id, map_index, try_number, max_tries),
         "task_state_store": store if store is not None else InMemoryTaskStateStore(),
+        LEDGER_CONTEXT_KEY: ledger if ledger is not None else InMemoryJobLedger(),
     }

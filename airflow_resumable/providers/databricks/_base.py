@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import requests
 from airflow.providers.databricks.exceptions import DatabricksApiError
 from airflow.providers.databricks.hooks.databricks_base import BaseDatabricksHook
-from airflow.providers.databricks.triggers.databricks import DatabricksExecutionTrigger
 from airflow.providers.databricks.utils.databricks import validate_trigger_event
 from tenacity import RetryError
 
 from airflow_resumable.exceptions import JobFailedError, JobNotFoundError
+from airflow_resumable.ledger import ledger_key
 from airflow_resumable.mixin import ResumableJobMixin
 from airflow_resumable.providers.databricks import _status
 from airflow_resumable.providers.databricks._spec import databricks_idempotency_token, spec_fingerprint
-from airflow_resumable.record import RECORD_KEY, JobRecord
+from airflow_resumable.providers.databricks.triggers import ResumableDatabricksExecutionTrigger
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
 
 if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks import DatabricksHook
@@ -98,7 +99,7 @@ class DatabricksRunMixin(ResumableJobMixin):
         Resume after the trigger fired: finish through the engine, or fail with the run's error.
 
         :param context: the task context (typed ``Any``: the two stock signatures differ).
-        :param event: the :class:`DatabricksExecutionTrigger` event.
+        :param event: the :class:`ResumableDatabricksExecutionTrigger` event.
         """
         if not event:
             raise JobFailedError(self.service_name, self.run_id, "NO_EVENT", "the trigger sent no event")
@@ -310,8 +311,9 @@ class DatabricksRunMixin(ResumableJobMixin):
         """Hand the wait to the triggerer; the run id is already in the record (phase submitted)."""
         url = self._run_field(run_id, "run_page_url")
         self.log.info("Deferring until the run ends", run_id=run_id)
+        identity = TaskIdentity.from_context(context)
         self.defer(
-            trigger=DatabricksExecutionTrigger(
+            trigger=ResumableDatabricksExecutionTrigger(
                 run_id=run_id,
                 databricks_conn_id=self.databricks_conn_id,
                 polling_period_seconds=self.polling_period_seconds,
@@ -321,6 +323,9 @@ class DatabricksRunMixin(ResumableJobMixin):
                 run_page_url=url,
                 repair_run=bool(getattr(self, "repair_run", False)),
                 caller=type(self).__name__,
+                cancel_on_user_stop=self.cancel_on_user_stop,
+                stop_classification_timeout=self.stop_classification_timeout,
+                ledger_key=ledger_key(identity) if self.keep_ledger and self.durable else None,
             ),
             method_name="execute_complete",
         )

@@ -9,8 +9,9 @@ from unittest import mock
 
 from tenacity import stop_after_attempt, wait_fixed, wait_none
 
+from airflow_resumable.ledger import LEDGER_CONTEXT_KEY
 from airflow_resumable.retry import RetryPolicy
-from airflow_resumable.testing.state import FakeTaskInstance, InMemoryTaskStateStore
+from airflow_resumable.testing.state import FakeTaskInstance, InMemoryJobLedger, InMemoryTaskStateStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -64,9 +65,13 @@ class XComTaskInstance(FakeTaskInstance):
 def task_context(
     store: InMemoryTaskStateStore | None = None, *, try_number: int = 1, max_tries: int = 1
 ) -> dict[str, Any]:
-    """A task context for calling ``execute`` directly: a recording ``ti`` and an in-memory store."""
+    """A task context for calling ``execute`` directly: a recording ``ti``, an in-memory store and ledger."""
     ti = XComTaskInstance("dag", "manual__1", "job", try_number=try_number, max_tries=max_tries)
-    return {"ti": ti, "task_state_store": store if store is not None else InMemoryTaskStateStore()}
+    return {
+        "ti": ti,
+        "task_state_store": store if store is not None else InMemoryTaskStateStore(),
+        LEDGER_CONTEXT_KEY: InMemoryJobLedger(),
+    }
 
 
 @contextmanager

@@ -13,12 +13,14 @@ from airflow.providers.databricks.triggers.databricks import DatabricksExecution
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_resumable.exceptions import JobFailedError
+from airflow_resumable.ledger import LEDGER_KEY_PREFIX
 from airflow_resumable.providers.databricks import (
     ResumableDatabricksRunNowOperator,
     ResumableDatabricksSubmitRunOperator,
 )
+from airflow_resumable.providers.databricks.triggers import ResumableDatabricksExecutionTrigger
 from airflow_resumable.record import RECORD_KEY
-from airflow_resumable.testing.state import InMemoryTaskStateStore
+from airflow_resumable.testing.state import FakeTaskInstance, InMemoryTaskStateStore
 from tests.providers.databricks.helpers import CLOUD_RETRY, task_context
 
 if TYPE_CHECKING:
@@ -139,6 +141,54 @@ class TestResume:
         fake.finish_run(trigger.run_id)
         assert submit_run(durable=False).execute_complete(task_context(), trigger_event(trigger)) is None
         assert len(fake.submissions()) == 1 and context["task_state_store"].values == {}
+
+
+class TestTriggerOnKill:
+    """A user's action while deferred: a clear leaves the run to the next try, a stop cancels it."""
+
+    @staticmethod
+    def kill(trigger: DatabricksExecutionTrigger, server_state: str | None, *, knows: bool = True) -> None:
+        """Call ``on_kill`` as the triggerer does after a user action, the server holding ``server_state``."""
+        ti = FakeTaskInstance("dag", "manual__1", "job", server_state=server_state, server_knows=knows)
+        trigger.task_instance = ti  # type: ignore[assignment]  # what the triggerer sets
+        asyncio.run(trigger.on_kill())
+
+    @pytest.mark.parametrize("state", [None, "scheduled", "queued", "running", "restarting"])
+    def test_clear_leaves_the_run_to_the_next_try(self, fake: FakeDatabricks, state: str | None) -> None:
+        """Cleared (or already picked up again): the run is not cancelled."""
+        trigger = defer(submit_run(), task_context())
+        self.kill(trigger, state)
+        assert fake.cancels() == []
+
+    @pytest.mark.parametrize("state", ["failed", "success", "skipped"])
+    def test_user_stop_cancels_the_run(self, fake: FakeDatabricks, state: str) -> None:
+        """Marked failed or success, or its DAG run failed: the run is cancelled."""
+        trigger = defer(submit_run(), task_context())
+        self.kill(trigger, state)
+        assert [entry.run_id for entry in fake.cancels()] == [trigger.run_id]
+
+    def test_deleted_dag_run_cancels_the_run(self, fake: FakeDatabricks) -> None:
+        """The server no longer knows the task instance: the run is cancelled."""
+        trigger = defer(submit_run(), task_context())
+        self.kill(trigger, None, knows=False)
+        assert len(fake.cancels()) == 1
+
+    def test_switched_off_leaves_the_run(self, fake: FakeDatabricks) -> None:
+        """cancel_on_user_stop=False travels with the trigger."""
+        trigger = defer(submit_run(cancel_on_user_stop=False), task_context())
+        self.kill(trigger, "failed")
+        assert fake.cancels() == []
+
+    def test_trigger_round_trips_through_serialisation(self, fake: FakeDatabricks) -> None:
+        """The triggerer rebuilds the trigger from serialize(): our class and our arguments."""
+        trigger = defer(submit_run(cancel_on_user_stop=False), task_context())
+        classpath, kwargs = trigger.serialize()
+        assert (
+            classpath == "airflow_resumable.providers.databricks.triggers.ResumableDatabricksExecutionTrigger"
+        )
+        rebuilt = ResumableDatabricksExecutionTrigger(**kwargs)
+        assert rebuilt.serialize() == (classpath, kwargs)
+        assert kwargs["cancel_on_user_stop"] is False and kwargs["ledger_key"].startswith(LEDGER_KEY_PREFIX)
 
 
 class TestRunNowRepair:

@@ -1,0 +1,175 @@
+"""
+Who watches a remote job in each task state, and what a user's action means for it: one table.
+
+Everything that reacts to a stop or a clear asks this module, never a rule of its own: the running
+try (:func:`~airflow_resumable.interruption.classify_stop`), the trigger of a deferred task
+(``on_kill``), and the next try's decision (:mod:`airflow_resumable._decision`). The documentation
+page ``docs/stopping.md`` renders :data:`TABLE` itself, so the page cannot drift from the code.
+
+The rule behind the table: a **clear** means "run this task's intent again" (an active job whose
+spec is unchanged is reconnected, an ended one is followed by a fresh job, a job whose spec changed
+is cancelled first); a **mark failed / mark success / DAG run failed / DAG run deleted** means "this
+task no longer wants its job" (cancelled); a **worker, scheduler or triggerer restart** never
+touches the job.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "ACTIONS",
+    "STATES",
+    "TABLE",
+    "Effect",
+    "StopMeaning",
+    "Watcher",
+    "stop_meaning",
+    "watcher_of",
+]
+
+
+class Watcher(enum.Enum):
+    """The component that polls the job (and so hears a user's stop) in a task state."""
+
+    WORKER = "worker (the running try)"
+    TRIGGERER = "triggerer (the operator's trigger)"
+    NOBODY = "nobody until the next try starts"
+    NONE_NEEDED = "nobody (the job has ended)"
+
+
+class Effect(enum.Enum):
+    """What happens to the remote job."""
+
+    KEPT = "untouched; its watcher carries on (or the next try reconnects)"
+    RECONNECT = "kept; the next try reconnects to it"
+    FRESH = "already ended; the next try submits a fresh job"
+    CANCEL = "cancelled"
+    CANCEL_THEN_FRESH = "cancelled, then the next try submits the new spec"
+    CHECKPOINT = "kept; the try is checkpointed (no retry used) and the next try reconnects"
+    LEFT_RUNNING = "keeps running unwatched until it ends (a limit, see below)"
+    NOTHING = "nothing to do (the job has ended)"
+
+
+class StopMeaning(enum.Enum):
+    """What a watcher told to stop concludes from the server's current state of its task instance."""
+
+    #: The server still holds the try as running: the worker is going away, the task is not.
+    WORKER_SHUTDOWN = "worker_shutdown"
+    #: The task instance will run again (a clear, a retry, a reschedule): leave the job to that try.
+    HAND_OVER = "hand_over"
+    #: The task instance is finished or gone (marked failed or success, DAG run failed or deleted).
+    USER_STOP = "user_stop"
+
+
+#: Server states of a task instance that a future try will pick up: a watcher that sees one leaves
+#: the job to that try. ``None`` is a cleared task instance (Airflow sets no state on a clear).
+_WILL_RUN_AGAIN = frozenset(
+    {None, "none", "scheduled", "queued", "restarting", "up_for_retry", "up_for_reschedule", "deferred"}
+)
+
+
+def stop_meaning(server_state: str | None, *, found: bool = True) -> StopMeaning:
+    """
+    Interpret the server's state of the task instance whose watcher is being stopped.
+
+    :param server_state: the state name the API server holds (``None`` after a clear).
+    :param found: False when the server no longer knows the task instance (its DAG run deleted).
+    """
+    if not found:
+        return StopMeaning.USER_STOP
+    if server_state == "running":
+        return StopMeaning.WORKER_SHUTDOWN
+    if server_state in _WILL_RUN_AGAIN:
+        return StopMeaning.HAND_OVER
+    return StopMeaning.USER_STOP
+
+
+@dataclass(frozen=True)
+class Row:
+    """The task state, who watches the job in it, and each action's effect on the job."""
+
+    state: str
+    description: str
+    watcher: Watcher
+    effects: dict[str, Effect]
+
+
+#: The user actions (and component events) in :data:`TABLE`, in column order, with their labels.
+ACTIONS: dict[str, str] = {
+    "clear": "clear",
+    "clear_spec_changed": "clear, spec changed",
+    "mark_failed": "mark failed / success",
+    "dag_run_failed": "DAG run failed / deleted",
+    "worker_shutdown": "worker shutdown",
+    "restart": "scheduler / API server / triggerer restart",
+}
+
+_STOP = {"mark_failed": Effect.CANCEL, "dag_run_failed": Effect.CANCEL}
+_CLEAR_ACTIVE = {"clear": Effect.RECONNECT, "clear_spec_changed": Effect.CANCEL_THEN_FRESH}
+_UNWATCHED_STOP = {"mark_failed": Effect.LEFT_RUNNING, "dag_run_failed": Effect.LEFT_RUNNING}
+
+TABLE: tuple[Row, ...] = (
+    Row(
+        "running",
+        "a worker polls the job",
+        Watcher.WORKER,
+        {**_CLEAR_ACTIVE, **_STOP, "worker_shutdown": Effect.CHECKPOINT, "restart": Effect.KEPT},
+    ),
+    Row(
+        "deferred",
+        "the trigger polls the job (``deferrable=True``)",
+        Watcher.TRIGGERER,
+        {**_CLEAR_ACTIVE, **_STOP, "worker_shutdown": Effect.KEPT, "restart": Effect.KEPT},
+    ),
+    Row(
+        "up_for_reschedule",
+        "checkpointed after a worker shutdown, waiting for ``resume_delay``",
+        Watcher.NOBODY,
+        {**_CLEAR_ACTIVE, **_UNWATCHED_STOP, "worker_shutdown": Effect.KEPT, "restart": Effect.KEPT},
+    ),
+    Row(
+        "up_for_retry",
+        "after a crash (heartbeat timeout), waiting for ``retry_delay``",
+        Watcher.NOBODY,
+        {**_CLEAR_ACTIVE, **_UNWATCHED_STOP, "worker_shutdown": Effect.KEPT, "restart": Effect.KEPT},
+    ),
+    Row(
+        "success",
+        "the task returned its job's result",
+        Watcher.NONE_NEEDED,
+        {
+            "clear": Effect.FRESH,
+            "clear_spec_changed": Effect.FRESH,
+            "mark_failed": Effect.NOTHING,
+            "dag_run_failed": Effect.NOTHING,
+            "worker_shutdown": Effect.NOTHING,
+            "restart": Effect.NOTHING,
+        },
+    ),
+    Row(
+        "failed",
+        "the job failed or was cancelled (a user's stop, a timeout, retries exhausted)",
+        Watcher.NONE_NEEDED,
+        {
+            "clear": Effect.FRESH,
+            "clear_spec_changed": Effect.FRESH,
+            "mark_failed": Effect.NOTHING,
+            "dag_run_failed": Effect.NOTHING,
+            "worker_shutdown": Effect.NOTHING,
+            "restart": Effect.NOTHING,
+        },
+    ),
+)
+
+#: Task states in :data:`TABLE`, in row order.
+STATES: tuple[str, ...] = tuple(row.state for row in TABLE)
+
+
+def watcher_of(state: str) -> Watcher:
+    """Who watches the job of a task instance in ``state`` (a :data:`STATES` name)."""
+    for row in TABLE:
+        if row.state == state:
+            return row.watcher
+    raise KeyError(f"no row for task state {state!r}; known: {', '.join(STATES)}")
