@@ -21,6 +21,8 @@ class Option:
     default: Any
     description: str
     version_added: str = "0.1.0"
+    #: False for a deployment-wide setting that no operator argument overrides.
+    per_operator: bool = True
 
 
 OPTIONS: dict[str, Option] = {
@@ -53,6 +55,15 @@ OPTIONS: dict[str, Option] = {
         "Keep a copy of each in-flight job's record in an Airflow Variable (airflow_resumable.ledger.*), "
         "so that a clear that deletes the task state store cannot cause a second job.",
         "0.2.0",
+    ),
+    "custodian_interval_seconds": Option(
+        "float",
+        10.0,
+        "Seconds between the scheduler's sweeps of the ledger of jobs in flight: a job whose task "
+        "instance is finished or gone (and that no worker or trigger polls) is cancelled. 0 turns "
+        "the periodic sweep off; user stops are still handled at once.",
+        "0.2.0",
+        per_operator=False,
     ),
     "stop_classification_timeout": Option(
         "float", 3.0, "Seconds to wait for the API server's answer after a stop signal."

@@ -3,7 +3,8 @@ Who watches a remote job in each task state, and what a user's action means for 
 
 Everything that reacts to a stop or a clear asks this module, never a rule of its own: the running
 try (:func:`~airflow_resumable.interruption.classify_stop`), the trigger of a deferred task
-(``on_kill``), and the next try's decision (:mod:`airflow_resumable._decision`). The documentation
+(``on_kill``), the custodian of jobs no process polls (:mod:`airflow_resumable.custodian`), and the
+next try's decision (:mod:`airflow_resumable._decision`). The documentation
 page ``docs/stopping.md`` renders :data:`TABLE` itself, so the page cannot drift from the code.
 
 The rule behind the table: a **clear** means "run this task's intent again" (an active job whose
@@ -35,7 +36,9 @@ class Watcher(enum.Enum):
 
     WORKER = "worker (the running try)"
     TRIGGERER = "triggerer (the operator's trigger)"
-    NOBODY = "nobody until the next try starts"
+    #: No process polls the job; the custodian (:mod:`airflow_resumable.custodian`, in the
+    #: scheduler and the API server) hears a user's stop and cancels it.
+    CUSTODIAN = "nobody polls it; the custodian (scheduler, API server) hears a user's stop"
     NONE_NEEDED = "nobody (the job has ended)"
 
 
@@ -46,9 +49,9 @@ class Effect(enum.Enum):
     RECONNECT = "kept; the next try reconnects to it"
     FRESH = "already ended; the next try submits a fresh job"
     CANCEL = "cancelled"
+    CANCEL_BY_CUSTODIAN = "cancelled by the custodian (at once, or within its sweep interval)"
     CANCEL_THEN_FRESH = "cancelled, then the next try submits the new spec"
     CHECKPOINT = "kept; the try is checkpointed (no retry used) and the next try reconnects"
-    LEFT_RUNNING = "keeps running unwatched until it ends (a limit, see below)"
     NOTHING = "nothing to do (the job has ended)"
 
 
@@ -108,7 +111,7 @@ ACTIONS: dict[str, str] = {
 
 _STOP = {"mark_failed": Effect.CANCEL, "dag_run_failed": Effect.CANCEL}
 _CLEAR_ACTIVE = {"clear": Effect.RECONNECT, "clear_spec_changed": Effect.CANCEL_THEN_FRESH}
-_UNWATCHED_STOP = {"mark_failed": Effect.LEFT_RUNNING, "dag_run_failed": Effect.LEFT_RUNNING}
+_UNWATCHED_STOP = {"mark_failed": Effect.CANCEL_BY_CUSTODIAN, "dag_run_failed": Effect.CANCEL_BY_CUSTODIAN}
 
 TABLE: tuple[Row, ...] = (
     Row(
@@ -126,13 +129,13 @@ TABLE: tuple[Row, ...] = (
     Row(
         "up_for_reschedule",
         "checkpointed after a worker shutdown, waiting for ``resume_delay``",
-        Watcher.NOBODY,
+        Watcher.CUSTODIAN,
         {**_CLEAR_ACTIVE, **_UNWATCHED_STOP, "worker_shutdown": Effect.KEPT, "restart": Effect.KEPT},
     ),
     Row(
         "up_for_retry",
         "after a crash (heartbeat timeout), waiting for ``retry_delay``",
-        Watcher.NOBODY,
+        Watcher.CUSTODIAN,
         {**_CLEAR_ACTIVE, **_UNWATCHED_STOP, "worker_shutdown": Effect.KEPT, "restart": Effect.KEPT},
     ),
     Row(

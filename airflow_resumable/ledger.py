@@ -8,8 +8,10 @@ of the record, as an Airflow Variable, for exactly as long as its job may be act
 the intent, updated with the id and each checkpoint, deleted once the job has completed, failed or
 been cancelled. A try that finds no record in the store reads the ledger before submitting.
 
-**What it holds:** the record (generation, nonce, token, spec hash, job id, phase) and the task
-instance's identity. Never a job spec, a connection or a secret, like the record itself.
+**What it holds:** the record (generation, nonce, token, spec hash, job id, phase), the task
+instance's identity, and how to cancel the job (a registered canceller's name with connection ids,
+regions and resource ids). Never a job spec, a connection or a secret, like the record itself. It
+is also the custodian's list of jobs to watch (:mod:`airflow_resumable.custodian`).
 
 **Limits:** Variables live in the metadata database (``Variable.set`` always writes there, whatever
 secrets backend is configured). Deleting a DAG run does not delete its ledger entries; an entry left
@@ -30,11 +32,18 @@ if TYPE_CHECKING:
 
     from airflow_resumable.record import JobRecord, TaskIdentity
 
+#: How the custodian cancels a job: the name of a registered canceller
+#: (:data:`airflow_resumable.custodian.CANCELLERS`) and its JSON keyword arguments.
+CancelRecipe = tuple[str, "dict[str, JsonValue]"]
+
 __all__ = [
     "LEDGER_CONTEXT_KEY",
     "LEDGER_KEY_PREFIX",
+    "CancelRecipe",
     "JobLedger",
     "VariableLedger",
+    "cancel_recipe_of_entry",
+    "identity_of_entry",
     "ledger_entry",
     "ledger_key",
     "record_from_entry",
@@ -84,15 +93,76 @@ def ledger_key(identity: TaskIdentity) -> str:
     return LEDGER_KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:40]
 
 
-def ledger_entry(identity: TaskIdentity, record: JobRecord) -> dict[str, JsonValue]:
-    """The entry stored for ``record``: the record's JSON plus the task instance it belongs to."""
+def ledger_entry(
+    identity: TaskIdentity,
+    record: JobRecord,
+    cancel: CancelRecipe | None = None,
+    *,
+    cancel_on_user_stop: bool = True,
+    cancel_on_failure: bool = True,
+) -> dict[str, JsonValue]:
+    """
+    The entry stored for ``record``: the record's JSON, the task instance it belongs to, and how
+    the custodian cancels its job (:mod:`airflow_resumable.custodian`) when no worker watches it.
+
+    :param cancel: a registered canceller's name and its JSON arguments (connection ids, regions,
+        resource ids; never a secret), or None.
+    :param cancel_on_user_stop: the operator's switch, honoured by the custodian.
+    :param cancel_on_failure: the operator's switch, honoured by the custodian for a failed task.
+    """
     task: dict[str, JsonValue] = {
         "dag_id": identity.dag_id,
         "run_id": identity.run_id,
         "task_id": identity.task_id,
         "map_index": identity.map_index,
     }
-    return {**record.to_json(), "task": task}
+    entry: dict[str, JsonValue] = {**record.to_json(), "task": task}
+    if cancel is not None:
+        name, arguments = cancel
+        entry["cancel"] = {
+            "with": name,
+            "args": dict(arguments),
+            "on_user_stop": cancel_on_user_stop,
+            "on_failure": cancel_on_failure,
+        }
+    return entry
+
+
+def identity_of_entry(entry: Any) -> TaskIdentity | None:
+    """The task instance an entry names, or None when the entry is not one of ours."""
+    from airflow_resumable.record import TaskIdentity
+
+    task = entry.get("task") if isinstance(entry, dict) else None
+    if not isinstance(task, dict):
+        return None
+    try:
+        return TaskIdentity(
+            dag_id=str(task["dag_id"]),
+            run_id=str(task["run_id"]),
+            task_id=str(task["task_id"]),
+            map_index=int(task["map_index"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def cancel_recipe_of_entry(entry: Any, state: str | None = None) -> CancelRecipe | None:
+    """
+    The entry's cancel recipe, or None when it has none, a malformed one, or when the operator's
+    switches say not to cancel for a task instance in ``state`` (``failed`` needs both
+    ``cancel_on_user_stop`` and ``cancel_on_failure``: the custodian cannot tell a user's mark
+    failed from a failure for good).
+    """
+    cancel = entry.get("cancel") if isinstance(entry, dict) else None
+    if not isinstance(cancel, dict):
+        return None
+    name, arguments = cancel.get("with"), cancel.get("args")
+    if not isinstance(name, str) or not isinstance(arguments, dict):
+        return None
+    allowed = cancel.get("on_user_stop", True) is not False
+    if state == "failed":
+        allowed = allowed and cancel.get("on_failure", True) is not False
+    return (name, arguments) if allowed else None
 
 
 def record_from_entry(identity: TaskIdentity, entry: Any) -> JobRecord | None:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor
     from pydantic import JsonValue
 
-    from airflow_resumable.ledger import JobLedger
+    from airflow_resumable.ledger import CancelRecipe, JobLedger
 
 __all__ = ["ResumableJobMixin"]
 
@@ -197,6 +197,18 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         A hash of the rendered submission, never the spec (see :func:`~.record.fingerprint_of`).
 
         None turns spec-change detection off.
+        """
+        return None
+
+    def cancel_recipe(self, context: Context) -> CancelRecipe | None:
+        """
+        How the custodian cancels this operator's job when no worker or trigger watches it.
+
+        A name registered in :data:`airflow_resumable.custodian.CANCELLERS` and the JSON keyword
+        arguments it takes besides the job id: connection ids, regions, resource ids, never a
+        secret (the recipe is stored in the ledger). None: the custodian can only report the job.
+
+        .. versionadded:: 0.2.0
         """
         return None
 
@@ -465,7 +477,13 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         key = ledger_key(identity)
         try:
             if record is not None:
-                entry = ledger_entry(identity, record)
+                entry = ledger_entry(
+                    identity,
+                    record,
+                    self._safe_cancel_recipe(context),
+                    cancel_on_user_stop=self.cancel_on_user_stop,
+                    cancel_on_failure=self.cancel_on_failure,
+                )
                 self.state_store_retry.call(
                     ledger.set, key, entry, is_retryable=is_transient_state_store_error, what="ledger write"
                 )
@@ -480,6 +498,13 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
                 action=what,
                 error=repr(err),
             )
+
+    def _safe_cancel_recipe(self, context: Context) -> CancelRecipe | None:
+        try:
+            return self.cancel_recipe(context)
+        except Exception as err:  # the ledger entry is still worth writing without it
+            self.log.warning("Could not build the cancel recipe for the ledger", error=repr(err))
+            return None
 
     def _read_ledger(self, identity: TaskIdentity, context: Context) -> JobRecord | None:
         """

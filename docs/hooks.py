@@ -140,7 +140,7 @@ def config_options_markdown() -> str:
     for name, option in OPTIONS.items():
         env = f"AIRFLOW__{SECTION.upper()}__{name.upper()}"
         rows.append(
-            f"| `{name}` | {option.type} | `{option.default}` | `{env}` | `{operator_argument(name)}` "
+            f"| `{name}` | {option.type} | `{option.default}` | `{env}` | {operator_argument(name)} "
             f"| {option.description} |"
         )
     ini = "\n".join([f"[{SECTION}]", *(f"{name} = {o.default}" for name, o in OPTIONS.items())])
@@ -162,7 +162,11 @@ def custody_table_markdown() -> str:
 
 def operator_argument(option: str) -> str:
     """The operator argument that overrides an option (``resume_delay_seconds`` -> ``resume_delay``)."""
-    return option.removesuffix("_seconds")
+    from airflow_resumable._config import OPTIONS
+
+    if not OPTIONS[option].per_operator:
+        return "— (deployment-wide)"
+    return f"`{option.removesuffix('_seconds')}`"
 
 
 def render(markdown: str, root: Path) -> str:

@@ -37,10 +37,17 @@ class TestTable:
         for row in watched:
             assert row.effects["mark_failed"] is row.effects["dag_run_failed"] is Effect.CANCEL
 
-    def test_unwatched_states_are_the_documented_limit(self) -> None:
-        """Only the two states without a watcher leave a stopped task's job running."""
-        left = {row.state for row in TABLE if Effect.LEFT_RUNNING in row.effects.values()}
-        assert left == {state for state in STATES if watcher_of(state) is Watcher.NOBODY}
+    def test_a_users_stop_reaches_the_job_in_every_state_with_an_active_job(self) -> None:
+        """No state leaves a stopped task's job running: its watcher or the custodian cancels it."""
+        active = [row for row in TABLE if row.watcher is not Watcher.NONE_NEEDED]
+        assert [row.state for row in active] == ["running", "deferred", "up_for_reschedule", "up_for_retry"]
+        for row in active:
+            assert {row.effects["mark_failed"], row.effects["dag_run_failed"]} <= {
+                Effect.CANCEL,
+                Effect.CANCEL_BY_CUSTODIAN,
+            }
+        custodian = {row.state for row in TABLE if Effect.CANCEL_BY_CUSTODIAN in row.effects.values()}
+        assert custodian == {state for state in STATES if watcher_of(state) is Watcher.CUSTODIAN}
 
     def test_unknown_state_is_reported(self) -> None:
         """Asking for a state the table does not know names the known ones."""

@@ -31,5 +31,9 @@ def test_the_table_lists_every_option_with_its_default() -> None:
 def test_each_option_names_the_argument_that_overrides_it() -> None:
     """The operator argument shown for an option is a real argument of the mixin."""
     arguments = inspect.signature(ResumableJobMixin.__init__).parameters
-    for name in OPTIONS:
-        assert hooks.operator_argument(name) in arguments
+    for name, option in OPTIONS.items():
+        if option.per_operator:
+            assert hooks.operator_argument(name).strip("`") in arguments
+        else:
+            assert name.removesuffix("_seconds") not in arguments
+            assert "deployment-wide" in hooks.operator_argument(name)

@@ -29,7 +29,16 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
     from pydantic import JsonValue
 
-__all__ = ["ToyJob", "ToyJobOperator", "ToyJobService", "ToyTaggedJobOperator", "toy_service"]
+    from airflow_resumable.ledger import CancelRecipe
+
+__all__ = [
+    "ToyJob",
+    "ToyJobOperator",
+    "ToyJobService",
+    "ToyTaggedJobOperator",
+    "cancel_toy_job_by_recipe",
+    "toy_service",
+]
 
 ACTIVE = frozenset({"PENDING", "RUNNING"})
 
@@ -196,6 +205,14 @@ class ToyJobOperator(ResumableJobMixin, BaseOperator):
 
     def cancel_job(self, external_id: JsonValue, context: Context) -> None:
         self._svc.cancel(str(external_id))
+
+    def cancel_recipe(self, context: Context) -> CancelRecipe | None:
+        return "toy_job", {"service": self.service}
+
+
+def cancel_toy_job_by_recipe(external_id: JsonValue, *, service: str) -> None:
+    """The custodian's canceller ``toy_job`` (same process only: toy services live in memory)."""
+    toy_service(service).cancel(str(external_id))
 
 
 class ToyTaggedJobOperator(ToyJobOperator):

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
     from pydantic import JsonValue
 
+    from airflow_resumable.ledger import CancelRecipe
+
 #: XCom keys of the stock operators (``airflow.providers.databricks.operators.databricks``).
 XCOM_RUN_ID_KEY = "run_id"
 XCOM_RUN_PAGE_URL_KEY = "run_page_url"
@@ -199,6 +201,14 @@ class DatabricksRunMixin(ResumableJobMixin):
         """runs/cancel."""
         self._hook.cancel_run(as_run_id(external_id))
 
+    def cancel_recipe(self, context: Context) -> CancelRecipe | None:
+        """runs/cancel through the same connection, for the custodian (:func:`cancel_run_by_recipe`)."""
+        return "databricks_run", {
+            "databricks_conn_id": self.databricks_conn_id,
+            "retry_limit": self.databricks_retry_limit,
+            "retry_delay": float(self.databricks_retry_delay),
+        }
+
     def describe_failure(self, external_id: JsonValue, status: str, context: Context) -> str:
         """The run's ``state_message``, the errors of its failed tasks, and its page."""
         run_id = as_run_id(external_id)
@@ -347,6 +357,21 @@ class DatabricksRunMixin(ResumableJobMixin):
             return
         if record.phase == "intent":
             self._inherited_token = record.token
+
+
+def cancel_run_by_recipe(
+    external_id: JsonValue, *, databricks_conn_id: str, retry_limit: int = 3, retry_delay: float = 1.0
+) -> None:
+    """The custodian's canceller ``databricks_run``: runs/cancel of a run no task polls any more."""
+    from airflow.providers.databricks.hooks.databricks import DatabricksHook
+
+    hook = DatabricksHook(
+        databricks_conn_id,
+        retry_limit=retry_limit,
+        retry_delay=retry_delay,
+        caller="airflow_resumable.custodian",
+    )
+    hook.cancel_run(as_run_id(external_id))
 
 
 def as_run_id(external_id: JsonValue) -> int:

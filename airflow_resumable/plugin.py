@@ -1,0 +1,99 @@
+"""
+The provider's Airflow plugin: it starts the custodian (:mod:`airflow_resumable.custodian`).
+
+Registered through the ``airflow.plugins`` entry point, so installing the package is the only step:
+``airflow plugins`` lists ``airflow_resumable``. The listener acts only in the processes that hold
+the metadata database (the scheduler, the API server); in a task process it does nothing.
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.listeners import hookimpl
+from airflow.plugins_manager import AirflowPlugin
+
+from airflow_resumable.record import TaskIdentity
+
+__all__ = ["CustodianListener", "ResumablePlugin"]
+
+
+class CustodianListener:
+    """Listener hooks that feed the custodian: user stops at once, the whole ledger periodically."""
+
+    def __init__(self) -> None:
+        self._custodian: Any = None
+
+    def custodian(self) -> Any:
+        """The process's one custodian (created on first use)."""
+        if self._custodian is None:
+            from airflow_resumable._config import setting
+            from airflow_resumable.custodian import Custodian
+
+            self._custodian = Custodian(interval=float(setting("custodian_interval_seconds")))
+        return self._custodian
+
+    @hookimpl
+    def on_starting(self, component: Any) -> None:
+        """In the scheduler: sweep the whole ledger every ``custodian_interval_seconds``."""
+        if getattr(component, "job_type", None) == "SchedulerJob" and self.custodian().interval > 0:
+            self.custodian().start()
+
+    @hookimpl
+    def before_stopping(self, component: Any) -> None:
+        """Stop the periodic sweeps with the scheduler."""
+        if self._custodian is not None:
+            self._custodian.stop()
+
+    @hookimpl
+    def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+        """Marked failed by a user, or failed for good by the scheduler (a crash, retries exhausted)."""
+        self._react(task_instance)
+
+    @hookimpl
+    def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+        """Marked success by a user."""
+        self._react(task_instance)
+
+    @hookimpl
+    def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:
+        """Marked skipped by a user."""
+        self._react(task_instance)
+
+    @hookimpl
+    def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
+        """A DAG run marked failed (its unfinished task instances were failed or skipped)."""
+        if _in_server(dag_run, "airflow.models.dagrun", "DagRun"):
+            self.custodian().soon_for_run(str(dag_run.dag_id), str(dag_run.run_id))
+
+    def _react(self, task_instance: Any) -> None:
+        if not _in_server(task_instance, "airflow.models.taskinstance", "TaskInstance"):
+            return  # a task process: the try itself handles its own end
+        state = getattr(task_instance, "state", None)
+        identity = TaskIdentity(
+            str(task_instance.dag_id),
+            str(task_instance.run_id),
+            str(task_instance.task_id),
+            -1 if task_instance.map_index is None else int(task_instance.map_index),
+        )
+        self.custodian().soon({identity: None if state is None else str(getattr(state, "value", state))})
+
+
+def _in_server(value: Any, module: str, name: str) -> bool:
+    """True for the metadata database's own model objects (scheduler, API server), not a task's."""
+    import importlib
+
+    try:
+        model = getattr(importlib.import_module(module), name)
+    except Exception:
+        return False
+    return isinstance(value, model)
+
+
+class ResumablePlugin(AirflowPlugin):
+    """airflow_resumable's plugin: the custodian's listener."""
+
+    name = "airflow_resumable"
+    listeners = [CustodianListener()]
