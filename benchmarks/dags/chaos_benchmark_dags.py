@@ -3,9 +3,10 @@ The DAGs of ``benchmarks/chaos_benchmark.py``: each provider operator twice, sto
 
 ``bench_<op>_stock`` and ``bench_<op>_resumable`` have one task ``job`` with the same arguments;
 the resumable one only swaps the class and adds its own arguments (a 5 s resume delay, bounded
-transient-error retries). Everything that names a run's job and resources comes from the DAG
-run's conf (``label`` and the resources the benchmark created for that run), so that every cloud
-call can be attributed to one task.
+transient-error retries). ``bench_<op>_stock_deferrable`` and ``bench_<op>_resumable_deferrable``
+are the same with ``deferrable=True`` (``benchmarks/worker_slots.py``). Everything that names a
+run's job and resources comes from the DAG run's conf (``label`` and the resources the benchmark
+created for that run), so that every cloud call can be attributed to one task.
 """
 
 from __future__ import annotations
@@ -119,8 +120,18 @@ OPERATORS: dict[str, tuple[type, type, dict[str, Any]]] = {
     ),
 }
 
+#: What the deferrable shapes change: the trigger polls (the stock Databricks trigger takes plain
+#: retry numbers, not tenacity objects, across its serialisation boundary).
+DEFERRABLE: dict[str, Any] = {"deferrable": True}
+_DEFERRABLE_DATABRICKS: dict[str, Any] = {"databricks_retry_args": None, "databricks_retry_limit": 2}
+
 for key, (stock_class, resumable_class, arguments) in OPERATORS.items():
     with DAG(f"bench_{key}_stock", schedule=None, catchup=False, tags=["benchmark"]):
         stock_class(**COMMON, **arguments)
     with DAG(f"bench_{key}_resumable", schedule=None, catchup=False, tags=["benchmark"]):
         resumable_class(**COMMON, **RESUMABLE, **arguments)
+    deferrable = DEFERRABLE | (_DEFERRABLE_DATABRICKS if key.startswith("databricks") else {})
+    with DAG(f"bench_{key}_stock_deferrable", schedule=None, catchup=False, tags=["benchmark"]):
+        stock_class(**COMMON, **(arguments | deferrable))
+    with DAG(f"bench_{key}_resumable_deferrable", schedule=None, catchup=False, tags=["benchmark"]):
+        resumable_class(**COMMON, **RESUMABLE, **(arguments | deferrable))
