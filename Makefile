@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py
 
-# Stock vs resumable operators under the same seeded worker disruptions (~5 min; not part of `test`).
+# Stock vs resumable operators under the same seeded worker disruptions, then the worker-slot cost
+# of waiting, deferrable or not (~7 min; not part of `test`).
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/chaos_benchmark.py
+	$(BIN)/python benchmarks/worker_slots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_resumable tests system_tests demo benchmarks docs/*.py
