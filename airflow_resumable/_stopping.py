@@ -47,6 +47,8 @@ class StopHandlingMixin:
         _final_status: str | None
 
         def cancel_job(self, external_id: JsonValue, context: Context) -> None: ...
+        def get_job_status(self, external_id: JsonValue, context: Context) -> Any: ...
+        def is_job_active(self, status: Any) -> bool: ...
         def is_transient_error(self, error: BaseException) -> bool: ...
         def _store_set(self, store: Any, key: str, value: JsonValue, *, required: bool) -> bool: ...
         def _save_record(
@@ -261,6 +263,13 @@ class StopHandlingMixin:
                 self.cancel_job, external_id, context, is_retryable=self.is_transient_error, what="cancel_job"
             )
         except Exception as err:
+            if self._already_ended(external_id, context):
+                # Someone else was quicker (the custodian, on the same user's stop): not an error.
+                self.log.info("The remote job had already ended; nothing to cancel", external_id=external_id)
+                self._current_record = record.evolve(phase="cancelled")  # type: ignore[union-attr]
+                if store is not None:
+                    self._save_record(store, self._current_record, context, required=False)
+                return True
             self.log.error(
                 "COULD NOT CANCEL the remote job: it may be left running and must be stopped by hand",
                 external_id=external_id,
@@ -276,6 +285,13 @@ class StopHandlingMixin:
         self.log.warning("Cancelled the remote job", external_id=external_id, reason=reason)
         self._count("cancel")
         return True
+
+    def _already_ended(self, external_id: JsonValue, context: Context) -> bool:
+        """True if the service says the job is no longer active (a failed cancel was not needed)."""
+        try:
+            return not self.is_job_active(self.get_job_status(external_id, context))
+        except Exception:
+            return False
 
     def _fails_for_good(self, context: Context, error: BaseException) -> bool:
         if isinstance(error, AirflowFailException):

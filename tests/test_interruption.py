@@ -255,6 +255,28 @@ class TestTimeoutAndFinalFailure:
         assert loud and loud[0]["external_id"] == svc.submissions[0]
 
 
+class TestCancelRace:
+    def test_a_job_someone_else_cancelled_first_is_not_an_error(self, svc: ToyJobService) -> None:
+        """The custodian cancelled the job first: the try's own cancel fails, and that is fine."""
+        op, store = make(svc), InMemoryTaskStateStore()
+        context = make_context(store)
+        context["ti"].server_state = "failed"
+        real_status = svc.status
+
+        def custodian_was_quicker(job_id: str) -> str:
+            state = real_status(job_id)
+            svc.jobs[job_id].state = "CANCELLED"  # cancelled elsewhere...
+            svc.fail_next("cancel", times=10)  # ...so our cancel call fails
+            os.kill(os.getpid(), signal.SIGTERM)
+            return state
+
+        svc.status = custodian_was_quicker  # type: ignore[method-assign]
+        with capture_logs() as logs, airflow_sigterm_handler(op), pytest.raises(StoppedByUserError):
+            op.execute(context)
+        assert not [e for e in logs if e["log_level"] == "error"]
+        assert JobRecord.from_json(store.get(RECORD_KEY)).phase == "cancelled"
+
+
 class TestClearedWhileRunning:
     def test_clear_is_a_hand_over_not_a_stop(self, svc: ToyJobService) -> None:
         """A clear puts the try in 'restarting': the job is left running and the record untouched."""
