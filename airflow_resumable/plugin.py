@@ -1,9 +1,11 @@
 """
 The provider's Airflow plugin: it starts the custodian (:mod:`airflow_resumable.custodian`).
 
-Registered through the ``airflow.plugins`` entry point, so installing the package is the only step:
-``airflow plugins`` lists ``airflow_resumable``. The listener acts only in the processes that hold
-the metadata database (the scheduler, the API server); in a task process it does nothing.
+Registered through the ``airflow.plugins`` entry point (which Airflow always loads; a provider
+info's ``plugins`` only with lazy provider discovery off), so installing the package is the only
+step: ``airflow plugins`` lists ``airflow_resumable``. The listener acts
+only in the processes that hold the metadata database (the scheduler, the API server); in a task
+process it does nothing.
 
 .. versionadded:: 0.2.0
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.listeners import hookimpl
-from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk.plugins_manager import AirflowPlugin
 
 from airflow_resumable.record import TaskIdentity
 
