@@ -1,6 +1,6 @@
 """
 What every resumable AWS operator shares: transient errors, a submit client without botocore
-retries, argument checks, and the execute / poll plumbing around the mixin.
+retries, argument checks, and the execute / poll / defer / resume plumbing around the mixin.
 
 Private: the public classes live in :mod:`airflow_resumable.providers.amazon.batch` and
 :mod:`airflow_resumable.providers.amazon.emr`. Nothing here decides about resuming; that stays in
@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
-from airflow_resumable.exceptions import InvalidJobSpecError
+from airflow_resumable.exceptions import InvalidJobSpecError, JobFailedError, ResumableError
+from airflow_resumable.ledger import ledger_key
 from airflow_resumable.mixin import ResumableJobMixin
-from airflow_resumable.record import fingerprint_of
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity, fingerprint_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import timedelta
 
     from airflow.sdk.definitions.context import Context
+    from airflow.triggers.base import BaseTrigger
     from pydantic import JsonValue
 
 __all__ = [
@@ -120,39 +123,92 @@ def _kind(value: Any) -> str:
 
 class AwsJobMixin(ResumableJobMixin):
     """
-    The AWS half of a resumable AWS operator: execute, errors, fingerprint, the not-waiting mode.
+    The AWS half of a resumable AWS operator: execute, errors, fingerprint, the not-waiting mode,
+    and ``deferrable=True`` (defer to the stock trigger, resume through the engine).
 
-    Subclasses implement :meth:`_spec` (validated, rendered request, no AWS call) and
-    :meth:`_adopt` (set the stock operator's attributes for a job and persist its links).
+    Subclasses implement :meth:`_spec` (validated, rendered request, no AWS call), :meth:`_adopt`
+    (set the stock operator's attributes for a job and persist its links), :meth:`_trigger` and
+    :meth:`_event_external_id` (the deferral), and may override :meth:`_defer_timeout`,
+    :meth:`_resume` and :meth:`_on_job_failed`.
     """
 
     #: The stock operator's deferrable path waits for the job even with ``wait_for_completion=False``
-    #: (Batch, EMR on EKS, EMR steps); the resumable one then waits in the worker instead.
+    #: (Batch, EMR on EKS, EMR steps); so does the resumable one.
     deferral_always_waits: ClassVar[bool] = True
+    #: Set by ``execute_complete`` when the trigger ended with an error while the job was active.
+    _trigger_error: str | None = None
 
     if TYPE_CHECKING:  # set by the stock operators
         task_id: str
         deferrable: bool
         wait_for_completion: bool
 
+        def defer(
+            self,
+            *,
+            trigger: BaseTrigger,
+            method_name: str,
+            kwargs: dict[str, Any] | None = None,
+            timeout: timedelta | int | float | None = None,
+        ) -> NoReturn: ...
+
     def execute(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """
         Validate the rendered arguments (no AWS call), then run the resumable engine.
 
-        :param event: accepted for the stock signature (EMR Serverless); never set, since this
-            operator does not defer.
+        :param event: accepted for the stock signature (EMR Serverless); never set, since the
+            application start is not deferred.
         """
         self._fingerprint = fingerprint_of(self._spec())
-        if getattr(self, "deferrable", False):
-            self.log.warning(
-                "deferrable=True is ignored: the resumable operator waits in the worker, which is "
-                "what lets it checkpoint and reconnect",
-                task_id=self.task_id,
-            )
-            if self.deferral_always_waits:
-                self.wait_for_completion = True  # the stock deferrable path waits whatever it says
+        self._begin_try()
         self._prepare(context)
         return self.execute_resumable(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """
+        Resume after the trigger fired: check the job, then finish through the engine.
+
+        The job's own status decides, not the event: ended but not succeeded → :class:`JobFailedError`
+        (the next try submits the next generation); succeeded → the engine adopts it and returns
+        the stock result (record ``completed``); still active after a success event → the engine
+        reconnects and defers again. Still active after an error event (the waiter's attempts ran
+        out, an AWS error in the triggerer) → the try fails with :class:`ResumableError`, and the
+        next try reconnects to the job through the record (a failure for good cancels it, as
+        ``cancel_on_failure`` says).
+
+        :param event: the trigger's event (``status`` plus the job's id).
+        """
+        self._begin_try()
+        event = event if isinstance(event, dict) else {}
+        external_id = self._event_external_id(event)
+        if external_id is None:
+            external_id = self._recorded_external_id(context)
+        if external_id is None or not self.is_valid_external_id(external_id):
+            raise ResumableError(
+                f"{self.service_name}: the trigger's event names no job and no job is recorded: {event!r}"
+            )
+        self._resume(external_id, event, context)
+        status = self._retrying(self.get_job_status, external_id, context, what="get_job_status")
+        if not self.is_job_active(status) and not self.is_job_succeeded(status):
+            self._on_job_failed(external_id, context)
+            if self.durable and context.get("task_state_store") is not None:
+                self._forget_in_ledger(context)  # the job ended: nothing left in flight
+            raise JobFailedError(
+                self.service_name, external_id, status, self.describe_failure(external_id, status, context)
+            )
+        if event.get("status") != "success" and self.is_job_active(status):
+            self._trigger_error = str(event.get("message") or event or "the trigger sent no event")
+        if self.durable and context.get("task_state_store") is not None:
+            return self.execute_resumable(context)  # reconnect (defers again) or adopt the success
+        if self._trigger_error is not None:
+            raise self._trigger_failure(external_id)
+        return self._wait_and_finish(external_id, context)
+
+    def _begin_try(self) -> None:
+        """Per-call set-up shared by ``execute`` and ``execute_complete``."""
+        self._trigger_error = None
+        if getattr(self, "deferrable", False) and self.deferral_always_waits:
+            self.wait_for_completion = True  # the stock deferrable path waits whatever it says
 
     def _spec(self) -> dict[str, Any]:
         """The validated request (before our token or marker), as fingerprinted. No AWS call."""
@@ -164,6 +220,24 @@ class AwsJobMixin(ResumableJobMixin):
     def _adopt(self, external_id: JsonValue, context: Context) -> None:
         """Make ``external_id`` this operator's job: stock attributes and extra links."""
         raise NotImplementedError
+
+    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> BaseTrigger:
+        """The trigger that waits for the job: the stock one's arguments plus ``resumable``."""
+        raise NotImplementedError
+
+    def _defer_timeout(self) -> timedelta | None:
+        """The deferral's timeout, as the stock operator sets it."""
+        return None
+
+    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+        """The job the trigger's event is about (None if it names none)."""
+        raise NotImplementedError
+
+    def _resume(self, external_id: JsonValue, event: dict[str, Any], context: Context) -> None:
+        """What ``execute_complete`` needs before its first status call (the XComs are still there)."""
+
+    def _on_job_failed(self, external_id: JsonValue, context: Context) -> None:
+        """The stock operator's work on a failed job before it raises (links); best effort."""
 
     def job_fingerprint(self, context: Context) -> str | None:
         """A hash of the validated request; the request itself is never stored or logged."""
@@ -182,10 +256,12 @@ class AwsJobMixin(ResumableJobMixin):
 
     def poll_until_complete(self, external_id: JsonValue, context: Context) -> None:
         """
-        Persist the stock links, then the mixin's signal-aware poll loop.
+        Persist the stock links, then wait: the mixin's signal-aware poll loop, or a deferral.
 
         With ``wait_for_completion=False`` the task ends once the job exists, as the stock operator
-        does, and the job is never cancelled by this task.
+        does, and the job is never cancelled by this task. Deferrable, the job is handed to the
+        trigger only while it is active (its id is already in the record, phase ``submitted``);
+        a job that ended finishes here.
         """
         self._adopt(external_id, context)
         if not getattr(self, "wait_for_completion", True):
@@ -194,4 +270,52 @@ class AwsJobMixin(ResumableJobMixin):
             )
             self.log.info("Not waiting for the job (wait_for_completion=False)", external_id=external_id)
             return
-        super().poll_until_complete(external_id, context)
+        if getattr(self, "deferrable", False):
+            status = self._retrying(self.get_job_status, external_id, context, what="get_job_status")
+            if self.is_job_active(status):
+                if self._trigger_error is not None:
+                    raise self._trigger_failure(external_id)
+                self._defer(external_id, context)
+        try:
+            super().poll_until_complete(external_id, context)
+        except JobFailedError:
+            self._on_job_failed(external_id, context)
+            raise
+
+    def _defer(self, external_id: JsonValue, context: Context) -> None:
+        """Hand the wait to the triggerer; the job id is already in the record (phase submitted)."""
+        identity = TaskIdentity.from_context(context)
+        resumable = {
+            "cancel_on_user_stop": self.cancel_on_user_stop,
+            "stop_classification_timeout": self.stop_classification_timeout,
+            "ledger_key": ledger_key(identity) if self.keep_ledger and self.durable else None,
+        }
+        self.log.info("Deferring until the job ends", external_id=external_id)
+        self.defer(
+            trigger=self._trigger(external_id, resumable),
+            method_name="execute_complete",
+            timeout=self._defer_timeout(),
+        )
+
+    def _trigger_failure(self, external_id: JsonValue) -> ResumableError:
+        return ResumableError(
+            f"{self.service_name} job {external_id} is still active but its trigger ended with an "
+            f"error: {self._trigger_error}. A retry reconnects to the job."
+        )
+
+    def _recorded_external_id(self, context: Context) -> JsonValue:
+        """The job id of the record (else the bare id) in the task state store, or None."""
+        store = context.get("task_state_store") if self.durable else None
+        if store is None:
+            return None
+        try:
+            record = JobRecord.from_json(store.get(RECORD_KEY))
+            if record.external_id is not None:
+                return record.external_id
+        except Exception:  # absent or unreadable: try the bare id
+            pass
+        try:
+            value: JsonValue = store.get(self.external_id_key)
+        except Exception:
+            return None
+        return value

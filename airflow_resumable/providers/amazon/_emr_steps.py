@@ -19,6 +19,7 @@ from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
 from airflow_resumable.providers.amazon._common import AwsJobMixin, no_retry_client, require_text
+from airflow_resumable.providers.amazon.triggers import ResumableEmrAddStepsTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -80,13 +81,24 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
     :meth:`describe_failure` names that step and its reason. ``AddJobFlowSteps`` goes through a
     client with botocore's retries turned off. Cancel is ``CancelSteps`` (``SEND_INTERRUPT``).
 
+    **Deferrable:** with ``deferrable=True`` the step ids are recorded, then the task defers to
+    :class:`~airflow_resumable.providers.amazon.triggers.ResumableEmrAddStepsTrigger` (the stock
+    ``EmrAddStepsTrigger``, stock ``waiter_delay`` and ``waiter_max_attempts``, no timeout, as in
+    stock), which frees the worker slot while the steps run; as in stock it waits whatever
+    ``wait_for_completion`` says. It fires once no step is pending or running (the stock waiter
+    fires at the first failed step). Its ``on_kill`` cancels the steps after a user's stop, never
+    after a clear. ``execute_complete`` re-enters the engine: the step ids, or
+    :class:`~airflow_resumable.exceptions.JobFailedError`; a lost trigger, a trigger timeout or
+    error fails the try and the next one reconnects.
+
     **Limitations:** the marker is visible in the step names (user names are cut to fit EMR's 256
     characters); with ``ActionOnFailure=CONTINUE`` the task fails only once the later steps ended;
-    ``deferrable=True`` is ignored; ``waiter_max_attempts`` does not bound the poll loop (use
-    ``execution_timeout``). As in the stock operator, ``wait_for_completion`` defaults to False:
-    the task then ends once the steps exist (still added only once); set it to True to wait.
+    ``waiter_max_attempts`` does not bound the poll loop (use ``execution_timeout``). As in the
+    stock operator, ``wait_for_completion`` defaults to False: the task then ends once the steps
+    exist (still added only once); set it to True to wait.
 
-    :param waiter_delay: seconds between status calls of the resumable poll loop.
+    :param waiter_delay: seconds between status calls of the resumable poll loop, or of the
+        trigger when deferred.
 
     The other arguments are those of ``EmrAddStepsOperator`` and of
     :class:`~airflow_resumable.mixin.ResumableJobMixin`.
@@ -280,6 +292,36 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
 
     def _adopt(self, external_id: JsonValue, context: Context) -> None:
         """Nothing per job: the stock XCom and links name the cluster and were pushed by ``_prepare``."""
+
+    # ------------------------------------------------------------------ deferral
+    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableEmrAddStepsTrigger:
+        """The stock deferral's ``EmrAddStepsTrigger`` arguments."""
+        return ResumableEmrAddStepsTrigger(
+            job_flow_id=self._cluster_id,
+            step_ids=self._ids(external_id),
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            waiter_max_attempts=self.waiter_max_attempts,
+            waiter_delay=self.waiter_delay,
+            **resumable,
+        )
+
+    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+        value = event.get("value")
+        step_ids: list[JsonValue] | None = (
+            [str(step_id) for step_id in value] if isinstance(value, list) else None
+        )
+        return step_ids
+
+    def _resume(self, external_id: JsonValue, event: dict[str, Any], context: Context) -> None:
+        """The cluster of the steps: from the event; else resolved (and XComs pushed) as in execute."""
+        cluster_id = event.get("job_flow_id")
+        if isinstance(cluster_id, str) and cluster_id:
+            self._cluster_id = cluster_id
+        else:
+            self._prepare(context)
 
     @staticmethod
     def _ids(external_id: JsonValue) -> list[str]:

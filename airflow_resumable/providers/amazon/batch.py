@@ -22,8 +22,11 @@ from airflow_resumable.providers.amazon._common import (
     require_mapping,
     require_text,
 )
+from airflow_resumable.providers.amazon.triggers import TERMINATE_REASON, ResumableBatchJobTrigger
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from airflow.sdk.definitions.context import Context
     from pydantic import JsonValue
 
@@ -59,14 +62,22 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
     ``submit_job(context)`` submitted and returned None; here it is the mixin's hook, which
     submits with the tag, sets ``self.job_id``, persists the job link as before, and returns the id.
 
-    **Limitations:** ``deferrable=True`` is ignored (the task waits in the worker, which is what
-    makes it resumable); ``max_retries``/``status_retries``/``waiters`` do not apply to the poll
+    **Deferrable:** with ``deferrable=True`` the job id is recorded, then the task defers to
+    :class:`~airflow_resumable.providers.amazon.triggers.ResumableBatchJobTrigger` (the stock
+    ``BatchJobTrigger`` with ``waiter_delay=poll_interval``, ``waiter_max_attempts=max_retries``
+    and the stock timeout, ``execution_timeout``), which frees the worker slot while the job runs;
+    as in stock, it waits even with ``wait_for_completion=False``. Its ``on_kill`` terminates the
+    job after a user's stop, never after a clear. ``execute_complete`` re-enters the engine: the
+    stock return value and links, or :class:`~airflow_resumable.exceptions.JobFailedError`; a
+    lost trigger, a trigger timeout or error fails the try and the next one reconnects.
+
+    **Limitations:** ``max_retries``/``status_retries``/``waiters`` do not apply to the poll
     loop (use ``execution_timeout``); with ``awslogs_enabled`` the CloudWatch log lines are
     printed once the job ended, not while it runs. The job name and the tag must stay visible to
     ``ListJobs``; jobs older than the newest 1,000 of the same name are not searched.
 
-    :param poll_interval: seconds between status calls (the stock deferrable-mode argument, used
-        here for the resumable poll loop).
+    :param poll_interval: seconds between status calls of the resumable poll loop, or of the
+        trigger when deferred.
 
     The other arguments are those of ``BatchOperator`` and of
     :class:`~airflow_resumable.mixin.ResumableJobMixin`.
@@ -203,9 +214,7 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
 
     def cancel_job(self, external_id: JsonValue, context: Context) -> None:
         """``TerminateJob`` (works in every active state, unlike ``CancelJob``)."""
-        self.hook.client.terminate_job(
-            jobId=str(external_id), reason="Terminated by Airflow (airflow_resumable): the task was stopped"
-        )
+        self.hook.client.terminate_job(jobId=str(external_id), reason=TERMINATE_REASON)
 
     def describe_failure(self, external_id: JsonValue, status: str, context: Context) -> str:
         """The job's status reason, container reason and exit code, and array children's states."""
@@ -226,6 +235,38 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
     def is_valid_external_id(self, value: JsonValue) -> bool:
         """A Batch job id: a non-blank string."""
         return isinstance(value, str) and bool(value.strip())
+
+    # ------------------------------------------------------------------ deferral
+    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableBatchJobTrigger:
+        """The stock deferral's ``BatchJobTrigger`` arguments."""
+        return ResumableBatchJobTrigger(
+            job_id=str(external_id),
+            waiter_max_attempts=self.max_retries,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            waiter_delay=self.poll_interval,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            **resumable,
+        )
+
+    def _defer_timeout(self) -> timedelta | None:
+        """``execution_timeout``, as the stock deferral."""
+        return self.execution_timeout
+
+    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+        job_id: JsonValue = event.get("job_id")
+        return job_id
+
+    def _on_job_failed(self, external_id: JsonValue, context: Context) -> None:
+        """The CloudWatch link and, with ``awslogs_enabled``, the log lines: stock does both on failure."""
+        self.job_id = str(external_id)
+        try:
+            self._persist_cloudwatch_link(context)
+        except Exception as err:  # the failure must surface, not a failure to link its logs
+            self.log.warning("Could not persist the CloudWatch link", job_id=self.job_id, error=repr(err))
+        if self.awslogs_enabled:
+            self._print_cloudwatch_logs()
 
     # ------------------------------------------------------------------ helpers
     def _describe(self, job_id: str, *, cached: bool = False) -> dict[str, Any]:

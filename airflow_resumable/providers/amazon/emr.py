@@ -9,6 +9,8 @@ steps by name instead.
 
 from __future__ import annotations
 
+import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.amazon.aws.hooks.emr import EmrServerlessHook
@@ -22,6 +24,10 @@ from airflow.providers.common.compat.openlineage.utils.spark import (
 from airflow_resumable.exceptions import JobNotFoundError
 from airflow_resumable.providers.amazon._common import AwsJobMixin, error_code, require_mapping, require_text
 from airflow_resumable.providers.amazon._emr_steps import ResumableEmrAddStepsOperator
+from airflow_resumable.providers.amazon.triggers import (
+    ResumableEmrContainerTrigger,
+    ResumableEmrServerlessStartJobTrigger,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -74,13 +80,24 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
     hook counts ``CANCELLING`` as failed; waiting for ``CANCELLED`` keeps a resubmitted run from
     overlapping one that is still being cancelled). Cancel is ``CancelJobRun``.
 
-    **Limitations:** ``client_request_token`` is replaced by the per-intent token (a fixed token
-    would hand every retry the earlier, failed run); ``deferrable=True`` is ignored;
-    ``waiter_max_attempts`` does not bound the poll loop (use ``execution_timeout``, which also
-    cancels the run); with OpenLineage injection on, a resubmission on a later try carries that
-    try's lineage properties.
+    **Deferrable:** with ``deferrable=True`` and ``wait_for_completion`` (as in stock) the run id is
+    recorded, then the task defers to
+    :class:`~airflow_resumable.providers.amazon.triggers.ResumableEmrServerlessStartJobTrigger`
+    (the stock trigger, stock ``waiter_delay``, ``waiter_max_attempts`` and timeout), which frees
+    the worker slot while the run runs. Its ``on_kill`` cancels the run after a user's stop, never
+    after a clear. ``execute_complete`` re-enters the engine: the run id, or
+    :class:`~airflow_resumable.exceptions.JobFailedError`; a lost trigger, a trigger timeout or
+    error fails the try (the run is not cancelled, unlike stock, unless the try fails for good)
+    and the next one reconnects. Starting a stopped application still waits in the worker.
 
-    :param waiter_delay: seconds between status calls of the resumable poll loop.
+    **Limitations:** ``client_request_token`` is replaced by the per-intent token (a fixed token
+    would hand every retry the earlier, failed run); ``waiter_max_attempts`` does not bound the
+    poll loop (use ``execution_timeout``, which also cancels the run); ``cancel_on_kill`` is
+    replaced by ``cancel_on_user_stop``; with OpenLineage injection on, a resubmission on a later
+    try carries that try's lineage properties.
+
+    :param waiter_delay: seconds between status calls of the resumable poll loop, or of the
+        trigger when deferred.
 
     The other arguments are those of ``EmrServerlessStartJobOperator`` and of
     :class:`~airflow_resumable.mixin.ResumableJobMixin`.
@@ -194,6 +211,32 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
             self.persist_links(context)
             self._links_for = self.job_id
 
+    def _trigger(
+        self, external_id: JsonValue, resumable: dict[str, Any]
+    ) -> ResumableEmrServerlessStartJobTrigger:
+        """The stock deferral's trigger arguments; its own ``cancel_on_kill`` is off (on_kill decides)."""
+        return ResumableEmrServerlessStartJobTrigger(
+            application_id=self.application_id,
+            job_id=str(external_id),
+            waiter_delay=self.waiter_delay,
+            waiter_max_attempts=self.waiter_max_attempts,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            cancel_on_kill=False,
+            **resumable,
+        )
+
+    def _defer_timeout(self) -> timedelta | None:
+        """``waiter_max_attempts * waiter_delay``, as the stock deferral."""
+        return timedelta(seconds=self.waiter_max_attempts * self.waiter_delay)
+
+    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+        details = event.get("job_details")
+        job_id: JsonValue = details.get("job_id") if isinstance(details, dict) else None
+        return job_id
+
     def _ensure_application_started(self) -> None:
         """Start the application if needed, as the stock ``execute`` does (without deferring)."""
         state = self.hook.conn.get_application(applicationId=self.application_id)["application"]["state"]
@@ -227,12 +270,22 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
     ``client_request_token`` does (apache/airflow#69625). ``CANCEL_PENDING`` counts as active
     (the stock hook counts it as failed). Cancel is ``CancelJobRun``.
 
-    **Limitations:** ``client_request_token`` is replaced by the per-intent token;
-    ``deferrable=True`` is ignored; ``max_polling_attempts`` does not bound the poll loop (use
-    ``execution_timeout``, which also cancels the run); with OpenLineage injection on, a
-    resubmission on a later try carries that try's lineage properties.
+    **Deferrable:** with ``deferrable=True`` the run id is recorded, then the task defers to
+    :class:`~airflow_resumable.providers.amazon.triggers.ResumableEmrContainerTrigger` (the stock
+    trigger, stock ``poll_interval``, ``max_polling_attempts`` and timeout), which frees the
+    worker slot while the run runs; as in stock, it waits even with ``wait_for_completion=False``.
+    Its ``on_kill`` cancels the run after a user's stop, never after a clear.
+    ``execute_complete`` re-enters the engine: the run id, or
+    :class:`~airflow_resumable.exceptions.JobFailedError`; a lost trigger, a trigger timeout or
+    error fails the try and the next one reconnects.
 
-    :param poll_interval: seconds between status calls of the resumable poll loop.
+    **Limitations:** ``client_request_token`` is replaced by the per-intent token;
+    ``max_polling_attempts`` does not bound the poll loop (use ``execution_timeout``, which also
+    cancels the run); ``cancel_on_kill`` is replaced by ``cancel_on_user_stop``; with OpenLineage
+    injection on, a resubmission on a later try carries that try's lineage properties.
+
+    :param poll_interval: seconds between status calls of the resumable poll loop, or of the
+        trigger when deferred.
 
     The other arguments are those of ``EmrContainerOperator`` and of
     :class:`~airflow_resumable.mixin.ResumableJobMixin`.
@@ -341,3 +394,28 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
 
     def _adopt(self, external_id: JsonValue, context: Context) -> None:
         self.job_id = str(external_id)  # the stock operator has no extra links
+
+    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableEmrContainerTrigger:
+        """The stock deferral's trigger arguments; its own ``cancel_on_kill`` is off (on_kill decides)."""
+        return ResumableEmrContainerTrigger(
+            virtual_cluster_id=self.virtual_cluster_id,
+            job_id=str(external_id),
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            waiter_delay=self.poll_interval,
+            waiter_max_attempts=self.max_polling_attempts or sys.maxsize,
+            cancel_on_kill=False,
+            **resumable,
+        )
+
+    def _defer_timeout(self) -> timedelta | None:
+        """``max_polling_attempts * poll_interval``, else ``execution_timeout``, as the stock deferral."""
+        if self.max_polling_attempts:
+            return timedelta(seconds=self.max_polling_attempts * self.poll_interval)
+        return self.execution_timeout
+
+    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+        job_id: JsonValue = event.get("job_id")
+        return job_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from airflow_resumable.retry import RetryPolicy
 from airflow_resumable.testing.airflow_env import read_task_state, run_dag
 from airflow_resumable.testing.aws import aws_connection_env
 from airflow_resumable.testing.contract import ScenarioProbe, SimulatedWorkerCrash, finish_on_first_poll
-from airflow_resumable.testing.state import InMemoryTaskStateStore, make_context
+from airflow_resumable.testing.state import FakeTaskInstance, InMemoryTaskStateStore, make_context
 
 if TYPE_CHECKING:
     import pytest
@@ -83,6 +84,42 @@ def record(outcome: DagRunOutcome) -> dict[str, Any]:
 def context() -> dict[str, Any]:
     """A minimal task context for calling an operator's hooks directly."""
     return make_context(InMemoryTaskStateStore())
+
+
+@dataclass
+class XComTaskInstance(FakeTaskInstance):
+    """A FakeTaskInstance that keeps what the operator pushes to XCom (links included)."""
+
+    xcoms: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        """Record one XCom, as ``RuntimeTaskInstance.xcom_push`` would store it."""
+        self.xcoms[key] = value
+
+
+def task_context(
+    store: InMemoryTaskStateStore | None = None,
+    *,
+    try_number: int = 1,
+    max_tries: int = 1,
+    xcoms: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """
+    :func:`make_context` for task ``job`` (in-memory store and ledger), with a ``ti`` that records XComs.
+
+    :param xcoms: the XComs already pushed in this try (a resume after a deferral keeps them).
+    """
+    built = make_context(store, task_id="job", try_number=try_number, max_tries=max_tries)
+    plain: FakeTaskInstance = built["ti"]
+    built["ti"] = XComTaskInstance(
+        plain.dag_id,
+        plain.run_id,
+        plain.task_id,
+        try_number=try_number,
+        max_tries=max_tries,
+        xcoms=xcoms if xcoms is not None else {},
+    )
+    return built
 
 
 def crash_while_polling_on_first_try(finish: bool = True) -> Any:

@@ -291,11 +291,12 @@ class TestFailureAndModes:
         assert outcome.task("job").state == "success" and xcoms(outcome)["return_value"] == job_id
         assert cloud.server.job(job_id)["finished"] is False and cloud.cancelled_ids() == []
 
-    def test_deferrable_waits_in_the_worker(self, cloud: BatchDriver) -> None:
-        """deferrable=True, even without waiting, waits in the worker (the stock deferral would wait)."""
-        arguments = kwargs(cloud.resources, deferrable=True, wait_for_completion=False)
-        outcome = run_task(ResumableBatchOperator, ScenarioProbe(cloud, finish_on_first_poll()), **arguments)
-        assert outcome.task("job").state == "success"
+    def test_deferrable_waits_without_wait_for_completion(self, cloud: BatchDriver) -> None:
+        """deferrable=True, even without waiting, waits for the job through the trigger (as in stock)."""
+        cloud.server.set_lifecycle("clock", run_duration=0.1, reads_per_state=1)
+        arguments = kwargs(cloud.resources, deferrable=True, wait_for_completion=False, poll_interval=0.05)
+        outcome = run_task(ResumableBatchOperator, **arguments)
+        assert outcome.task("job").state == "success" and record(outcome)["phase"] == "completed"
         assert cloud.server.job(cloud.submitted_ids()[0])["state"] == "SUCCEEDED"
 
 
