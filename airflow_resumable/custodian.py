@@ -63,6 +63,10 @@ __all__ = ["CANCELLERS", "Custodian", "LedgerItem", "SweepReport", "register_can
 #: Only these can run: a recipe names one, it never carries code (a Variable is editable by users).
 CANCELLERS: dict[str, str] = {
     "databricks_run": "airflow_resumable.providers.databricks._base:cancel_run_by_recipe",
+    "aws_batch_job": "airflow_resumable.providers.amazon._cancel:cancel_batch_job",
+    "aws_emr_serverless_job_run": "airflow_resumable.providers.amazon._cancel:cancel_emr_serverless_job_run",
+    "aws_emr_container_job_run": "airflow_resumable.providers.amazon._cancel:cancel_emr_container_job_run",
+    "aws_emr_steps": "airflow_resumable.providers.amazon._cancel:cancel_emr_steps",
     "toy_job": "airflow_resumable.testing.toy:cancel_toy_job_by_recipe",
 }
 #: Sweeps in a row a cancel may fail before the custodian gives up on the job and says so.

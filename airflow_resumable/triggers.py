@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 from airflow_resumable.interruption import StopKind, classify_trigger_kill
 from airflow_resumable.ledger import VariableLedger
 
-__all__ = ["ResumableTriggerMixin"]
+__all__ = ["MIN_TRIGGER_CLASSIFICATION_TIMEOUT", "ResumableTriggerMixin"]
+
+#: Seconds ``on_kill`` waits at least for the server's answer (see ``_classification_timeout``).
+MIN_TRIGGER_CLASSIFICATION_TIMEOUT = 20.0
 
 
 class ResumableTriggerMixin:
@@ -28,8 +31,9 @@ class ResumableTriggerMixin:
     (:func:`~airflow_resumable.interruption.classify_trigger_kill`): finished or gone (marked
     failed or success, DAG run failed or deleted) → :meth:`cancel_job`, unless
     ``cancel_on_user_stop`` is off, then the ledger entry is deleted; cleared, queued or already
-    running again → nothing (the next try reconnects). No answer within
-    ``stop_classification_timeout`` → cancel, the stock behaviour (a clear then costs a fresh job).
+    running again → nothing (the next try reconnects). No answer within 20 s (or
+    ``stop_classification_timeout`` if longer; at most ``[triggerer] on_kill_timeout`` - 2 s) →
+    cancel, the stock behaviour (a clear then costs a fresh job).
 
     Subclasses add :meth:`resumable_kwargs` to their ``serialize()`` kwargs.
 
@@ -66,9 +70,24 @@ class ResumableTriggerMixin:
         """Cancel the watched job. The default runs the stock trigger's own ``on_kill``."""
         await super().on_kill()  # type: ignore[misc]  # the provider trigger's on_kill, next in the MRO
 
+    def _classification_timeout(self) -> float:
+        """
+        How long ``on_kill`` waits for the server: at least :data:`MIN_TRIGGER_CLASSIFICATION_TIMEOUT`.
+
+        Unlike a task, which its supervisor kills 5 s after a user's stop, a trigger's ``on_kill``
+        may take up to ``[triggerer] on_kill_timeout`` (30 s); and the triggerer builds its
+        in-process execution API on the first request any trigger sends, which took 4.5-5 s on a
+        2-core machine (measured). A 3 s bound then cancelled the job of every cleared task.
+        """
+        from airflow.sdk.configuration import conf
+
+        ceiling = conf.getfloat("triggerer", "on_kill_timeout", fallback=30.0) - 2.0
+        wanted = max(self.stop_classification_timeout, MIN_TRIGGER_CLASSIFICATION_TIMEOUT)
+        return max(min(wanted, ceiling), self.stop_classification_timeout)
+
     async def on_kill(self) -> None:
         """Cancel the job after a user's stop; leave it to the next try after a clear."""
-        kind, why = await classify_trigger_kill(self.task_instance, timeout=self.stop_classification_timeout)
+        kind, why = await classify_trigger_kill(self.task_instance, timeout=self._classification_timeout())
         if kind is StopKind.HAND_OVER:
             self.log.info("Cancelled by a clear (%s): the job is left to the next try.", why)
             return

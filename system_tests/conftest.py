@@ -1,6 +1,6 @@
 """
 System tests: real Airflow processes (api-server, scheduler with LocalExecutor, dag-processor,
-task supervisors) against fake clouds that run in their own processes, so remote jobs outlive a
+triggerer, task supervisors) against fake clouds that run in their own processes, so remote jobs outlive a
 killed worker. One Airflow deployment, one fake Databricks and one moto lifecycle controller
 serve the whole session.
 """
@@ -69,6 +69,7 @@ def cluster(
     retry (one attempt per call): the operators' own ``cloud_retry`` is what the tests exercise.
     ``aws_sdk_retries`` keeps botocore's retries on (3 attempts), as most deployments do: the
     lost-response case uses it to show that a submit call is still never re-sent blindly.
+    A triggerer runs the deferrable shapes' triggers (``chaos_<op>_deferrable``).
 
     The heartbeat timeout is 20 s, not the harness's 10 s: on 2 cores, with five chaos cases at
     once, the sqlite api-server once stalled for 15 s, long enough for the scheduler to fail a
@@ -83,5 +84,5 @@ def cluster(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
         chaos_faults.FAULT_DIR_ENV: str(chaos_fault_dir),
     }
-    with airflow_cluster(tmp_path_factory, DAGS, env=env, executor_parallelism=6) as started:
+    with airflow_cluster(tmp_path_factory, DAGS, env=env, executor_parallelism=6, triggerer=True) as started:
         yield started

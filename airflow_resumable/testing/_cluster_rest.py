@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 _API_PREFIX = "/api/v2"
 _DB_ERROR_ATTEMPTS = 3
+#: ``[api] maximum_page_limit`` (default 100): list endpoints return at most this many per call.
+_PAGE = 100
 FINISHED = frozenset({"success", "failed"})
 
 
@@ -170,3 +172,40 @@ class ClusterRestApi:
             if e.response.status_code == 404:
                 return None
             raise
+
+    def task_state_store_entries(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> dict[str, Any]:
+        """Every key of the task instance's ``task_state_store`` with its value (empty when none)."""
+        path = _ti_path(dag_id, run_id, task_id) + "/state-store"
+        entries: dict[str, Any] = {}
+        while True:
+            params = {"map_index": map_index, "limit": _PAGE, "offset": len(entries)}
+            page = self.api("GET", path, params=params)["task_state_store"]
+            entries.update((entry["key"], entry["value"]) for entry in page)
+            if len(page) < _PAGE:
+                return entries
+
+    def task_state_store_clear(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> None:
+        """
+        Delete every key of the task instance's ``task_state_store`` (not action-logged).
+
+        ``DELETE .../taskInstances/{task_id}/state-store?map_index=``: what a clear that also
+        discards the task's state would do (apache/airflow#72100 proposes it).
+        """
+        path = _ti_path(dag_id, run_id, task_id) + "/state-store"
+        self.api("DELETE", path, params={"map_index": map_index})
+
+    def variables(self, prefix: str = "") -> dict[str, str | None]:
+        """Airflow Variables whose key starts with ``prefix``, key to value (values may be redacted)."""
+        found: dict[str, str | None] = {}
+        offset = 0
+        while True:
+            params: dict[str, Any] = {"limit": _PAGE, "offset": offset, "order_by": "key"}
+            if prefix:
+                params["variable_key_prefix_pattern"] = prefix
+            page = self.api("GET", "/variables", params=params)["variables"]
+            offset += len(page)
+            found.update((v["key"], v.get("value")) for v in page if str(v["key"]).startswith(prefix))
+            if len(page) < _PAGE:
+                return found

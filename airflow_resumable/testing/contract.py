@@ -498,6 +498,44 @@ class ResumableOperatorContract(InterruptionContract):
         assert cloud.cancelled_ids() == []
         assert read_ledger(outcome.dag_id, outcome.run_id, "job") is None
 
+    def test_custodian_cancels_with_the_ledgers_recipe(self, cloud: CloudDriver) -> None:
+        """
+        The custodian cancels a job no try polls, from the ledger entry alone.
+
+        While try 1 polls, the kit reads the task's ledger entry (what the custodian reads: an
+        Airflow Variable), checks that it is JSON with no spec in it, and runs the registered
+        canceller its recipe names, as the custodian would after a user's stop. The job must be
+        cancelled (the try then fails on it, which is what a stopped task's job is for).
+        """
+        import json
+
+        from airflow_resumable.custodian import run_canceller
+
+        seen: dict[str, Any] = {}
+
+        def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
+            if index != 0:
+                return
+            ti = probe.context["ti"]
+            entry = read_ledger(ti.dag_id, ti.run_id, ti.task_id)
+            seen["entry"] = entry
+            if entry is not None and isinstance(entry.get("cancel"), dict):
+                recipe = entry["cancel"]
+                run_canceller((recipe["with"], recipe["args"]), entry["external_id"])
+
+        probe = ScenarioProbe(cloud, on_poll)
+        self._run(cloud, probe, retries=0, spec_value="spec-only-value-4f2a")
+        entry = seen.get("entry")
+        assert entry is not None, "the job in flight must be in the ledger while it is polled"
+        assert entry["external_id"] == cloud.submitted_ids()[0]
+        assert "spec-only-value-4f2a" not in json.dumps(entry), "the ledger must hold no part of the spec"
+        if not isinstance(entry.get("cancel"), dict):
+            raise AssertionError(
+                f"{self.operator_class.__name__} gives the custodian no cancel_recipe: a user's stop "
+                f"while no try polls would leave its job running"
+            )
+        assert cloud.cancelled_ids() == [cloud.submitted_ids()[0]]
+
     def test_adopts_stock_operator_id(self, cloud: CloudDriver) -> None:
         """An id stored by the stock operator's code path (the core mixin) is adopted, not resubmitted."""
         from airflow.sdk import ResumableJobMixin as CoreMixin

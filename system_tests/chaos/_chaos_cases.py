@@ -63,7 +63,33 @@ CASES = (
     "three_disruptions",
     "mapped_sigterm_all",
     "lost_submit_response",
+    "clear_while_checkpointed",
+    "clear_after_crash",
+    "clear_after_success",
+    "clear_spec_changed",
+    "clear_wiped_store",
+    "clear_while_deferred",
+    "mark_failed_while_deferred",
 )
+#: The DAG shape (``dags/chaos_resumable.py``) of the cases that do not run on ``chaos_<op>``.
+SHAPES = {
+    "execution_timeout": "_timeout",
+    "mapped_sigterm_all": "_mapped",
+    "lost_submit_response": "_sdk_retries",
+    "clear_while_checkpointed": "_held",
+    "clear_after_crash": "_held",
+    "clear_wiped_store": "_held",
+    "clear_while_deferred": "_deferrable",
+    "mark_failed_while_deferred": "_deferrable",
+}
+#: The Variable the DAGs read a part of the job spec from (``dags/chaos_resumable.py``: ``SPEC``).
+SPEC_VARIABLE = "chaos_spec_{tag}"
+#: What a try logs when a stop leaves the job to the next try (``Stop signal classified``).
+HAND_OVER = '"kind":"hand_over"'
+#: What a try logs when it cancels the job of an earlier generation whose spec changed.
+SUPERSEDED = '"reason":"superseded"'
+#: Key prefix of the Variables the library keeps a copy of its record in while a job may be active.
+LEDGER_VARIABLE_PREFIX = "airflow_resumable.ledger."
 
 
 #: Task instance states in which nothing will poll again.
@@ -76,6 +102,10 @@ class TaskEnded(Exception):
     def __init__(self, map_index: int, state: str, try_number: int) -> None:
         super().__init__(f"task instance (map index {map_index}) ended {state} on try {try_number}")
         self.map_index = map_index
+
+
+class Diverted(Exception):
+    """The task took another path than the one the case waits for (e.g. a second job, no reconnect)."""
 
 
 class CampaignStopped(Exception):
@@ -126,12 +156,7 @@ class CaseRun:
         self.operator = operator
         self.case = case
         self.tag = f"t{uuid.uuid4().hex[:8]}"
-        shapes = {
-            "execution_timeout": "_timeout",
-            "mapped_sigterm_all": "_mapped",
-            "lost_submit_response": "_sdk_retries",
-        }
-        shape = shapes.get(case, "")
+        shape = SHAPES.get(case, "")
         self.dag_id = f"chaos_{operator}{shape}"
         self.map_indexes: tuple[int, ...] = MAP_INDEXES if shape == "_mapped" else (-1,)
         self.run_id = ""
@@ -197,38 +222,135 @@ class CaseRun:
             path.read_text(errors="replace").count(DECISION) for path in sorted(folder.glob("attempt=*.log"))
         )
 
-    def wait_polling(self, job: Job, executions: int, map_index: int = -1, timeout: float = 90) -> float:
+    def wait_polling(
+        self,
+        job: Job,
+        executions: int,
+        map_index: int = -1,
+        timeout: float = 90,
+        diverted: Callable[[], str | None] | None = None,
+    ) -> float:
         """
         Wait until execution number ``executions`` decided and then read ``job``'s status.
 
+        :param diverted: says why waiting is pointless (the task went another way), or None.
         :return: ``time.monotonic()`` when that read was seen.
         :raises TaskEnded: the task instance ended instead (no point waiting for the timeout).
+        :raises Diverted: ``diverted`` gave a reason.
         """
         self.wait(
-            self._or_ended(lambda: self.decisions(map_index) >= executions, map_index),
+            self._or_ended(lambda: self.decisions(map_index) >= executions, map_index, diverted),
             timeout,
             f"execution {executions}",
         )
         decided_at = time.time()
-        polled = self._or_ended(lambda: any(r.at > decided_at for r in self.view.reads(job)), map_index)
+        polled = self._or_ended(
+            lambda: any(r.at > decided_at for r in self.view.reads(job)), map_index, diverted
+        )
         self.wait(polled, timeout, "a status read")
         return time.monotonic()
 
-    def _or_ended(self, probe: Callable[[], bool], map_index: int) -> Callable[[], bool]:
-        """``probe``, which raises :class:`TaskEnded` if the task instance ended (checked every 2 s)."""
+    def _or_ended(
+        self,
+        probe: Callable[[], Any],
+        map_index: int,
+        diverted: Callable[[], str | None] | None = None,
+    ) -> Callable[[], Any]:
+        """
+        ``probe``, which raises :class:`TaskEnded` if the task instance ended (checked every 2 s).
+
+        :param diverted: checked on every poll; a reason it returns is raised as :class:`Diverted`.
+        """
         checked = [0.0]
 
-        def probe_or_raise() -> bool:
-            if probe():
-                return True
+        def probe_or_raise() -> Any:
+            found = probe()
+            if found:
+                return found
+            if diverted is not None and (reason := diverted()):
+                raise Diverted(reason)
             if time.monotonic() - checked[0] >= 2.0:
                 checked[0] = time.monotonic()
                 ti = self.cluster.task_instance(self.dag_id, self.run_id, TASK, map_index)
                 if ti["state"] in ENDED:
                     raise TaskEnded(map_index, str(ti["state"]), int(ti["try_number"]))
-            return False
+            return None
 
         return probe_or_raise
+
+    def wait_ti(self, states: set[str], timeout: float) -> dict[str, Any]:
+        """
+        Wait until the (unmapped) task instance is in one of ``states``; return it.
+
+        :raises TaskEnded: it ended in another state (no point waiting for the timeout).
+        """
+
+        def probe() -> dict[str, Any] | None:
+            ti = self.cluster.task_instance(self.dag_id, self.run_id, TASK)
+            if ti["state"] in states:
+                return ti
+            if ti["state"] in ENDED:
+                raise TaskEnded(-1, str(ti["state"]), int(ti["try_number"]))
+            return None
+
+        found: dict[str, Any] = self.wait(probe, timeout, f"task instance in {sorted(states)}", step=0.5)
+        return found
+
+    def clear(self) -> float:
+        """Clear the task instance as a user does (REST ``clearTaskInstances``); return when that returned."""
+        body = {"dry_run": False, "dag_run_id": self.run_id, "task_ids": [TASK], "only_failed": False}
+        self.action_logged("POST", f"/dags/{self.dag_id}/clearTaskInstances", json=body)
+        return time.monotonic()
+
+    def set_spec(self, value: str) -> None:
+        """Change the spec the task renders from now on (the Variable ``chaos_spec_<tag>``)."""
+        body = {"key": SPEC_VARIABLE.format(tag=self.tag), "value": value}
+        self.action_logged("POST", "/variables", json=body)
+
+    def tries_logging(self, text: str) -> list[int]:
+        """The try numbers whose log (the trigger's included) has a line containing ``text``."""
+        tries = {
+            int(path.name.split("=", 1)[1].split(".", 1)[0])
+            for path in self.cluster.task_log_files(self.dag_id, self.run_id, TASK)
+            if text in path.read_text(errors="replace")
+        }
+        return sorted(tries)
+
+    def ledger_variables(self) -> list[str]:
+        """Keys of the library's ledger Variables that belong to this DAG run."""
+        found = self.cluster.variables(LEDGER_VARIABLE_PREFIX)
+        return sorted(
+            key for key, value in found.items() if self.run_id in key or self.run_id in (value or "")
+        )
+
+    def _second_job(self) -> str | None:
+        """Why a reconnect will not come: the job was cancelled, or another one submitted."""
+        jobs = self.jobs()
+        if jobs and self.view.cancelled(jobs[0]):
+            return "the job was cancelled instead of reconnected"
+        if len(jobs) > 1:
+            return "a second job was submitted instead of reconnecting"
+        return None
+
+    def reconnect(self, job: Job, executions: int, action_at: float) -> None:
+        """
+        Wait for execution ``executions`` to read ``job`` again, then let every job of the case finish.
+
+        Figures: ``reconnect_s`` (from the user's action to that read), or ``diverted`` (why it
+        did not come: the test then counts the jobs and cancels rather than timing out).
+        """
+        try:
+            read_at = self.wait_polling(job, executions, timeout=120, diverted=self._second_job)
+            self.figures["reconnect_s"] = round(read_at - action_at, 1)
+        except (Diverted, TaskEnded) as error:
+            self.figures["diverted"] = str(error)
+        self.finish_all()
+
+    def finish_all(self) -> None:
+        """Let every job of the case that still runs end successfully."""
+        for job in self.jobs():
+            if self.view.active(job):
+                self.view.finish(job)
 
     def processes(self, map_index: int = -1) -> Any:
         return self.cluster.task_processes(self.dag_id, TASK, self.run_id, map_index=map_index, timeout=60)
@@ -259,8 +381,12 @@ class CaseRun:
         except BaseException:
             self._abandon()
             raise
-        state = self.cluster.wait_for_dag_run(self.dag_id, self.run_id, timeout=180)
+        finally:
+            if self.case == "clear_spec_changed":
+                self._drop_spec()
+        state = self._wait_for_end(timeout=180)
         self.figures["dag_run"] = state
+        getattr(self, f"_after_{self.case}", lambda: None)()
         outcome = self._collect()
         outcome.figures["duration_s"] = round(time.monotonic() - began, 1)
         return outcome
@@ -275,11 +401,43 @@ class CaseRun:
                 if self.view.active(job):
                     self.view.finish(job)
 
-    def _collect(self) -> Outcome:
+    def _wait_for_end(self, timeout: float) -> str:
+        """
+        Wait for the DAG run to end; finish every job submitted after the case's own steps.
+
+        Such a late job is unexpected (a duplicate, or a fresh generation where a reconnect was
+        due): left running, the DAG run would wait for it until the timeout, instead of the test
+        counting it. Figure ``late_jobs_finished``.
+        """
+        known = {job.key for job in self.all_jobs()}
+        late: set[str] = set()
+
+        def ended() -> str | None:
+            state = str(self.cluster.dag_run(self.dag_id, self.run_id)["state"])
+            if state in ("success", "failed"):
+                return state
+            for job in self.all_jobs():
+                if job.key not in known and job.key not in late and self.view.active(job):
+                    late.add(job.key)
+                    self.view.finish(job)
+            return None
+
+        try:
+            state: str = self.wait(ended, timeout, "the end of the DAG run", step=0.5)
+        finally:
+            if late:
+                self.figures["late_jobs_finished"] = len(late)
+        return state
+
+    def all_jobs(self) -> list[Job]:
+        """Every job of the case, of every map index."""
         label = self.label()
-        jobs = [
+        return [
             job for job in self.view.jobs(label) if job.label == label or job.label.startswith(label + "-")
         ]
+
+    def _collect(self) -> Outcome:
+        jobs = self.all_jobs()
 
         def jobs_alive() -> list[str]:
             return [job.key for job in jobs if self.view.active(job)]
@@ -296,7 +454,7 @@ class CaseRun:
             dag_id=self.dag_id,
             run_id=self.run_id,
             jobs=jobs,
-            submit_calls=self.view.submit_calls(label),
+            submit_calls=self.view.submit_calls(self.label()),
             cancelled=[job.key for job in jobs if self.view.cancelled(job)],
             orphans=jobs_alive(),
             tis=tis,
@@ -383,15 +541,115 @@ class CaseRun:
         self.wait(lambda: self.view.cancelled(job), 60, "the job cancelled")
 
     def _clear_while_running(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        cleared_at = self.clear()
+        self.reconnect(job, 2, cleared_at)
+        self.figures["hand_over_in_try"] = self.tries_logging(HAND_OVER)
+
+    def _clear_while_checkpointed(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        self.processes().signal_supervisor(signal.SIGTERM)
+        self.wait_ti({"up_for_reschedule"}, 60)
+        cleared_at = self.clear()
+        self.reconnect(job, 2, cleared_at)
+
+    def _clear_after_crash(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        processes = self.processes()
+        crashed_at = time.monotonic()
+        processes.kill_both()
+        self.wait_ti({"up_for_retry"}, self.cluster.heartbeat_timeout + 60)
+        self.figures["up_for_retry_after_s"] = round(time.monotonic() - crashed_at, 1)
+        cleared_at = self.clear()
+        self.reconnect(job, 2, cleared_at)
+
+    def _clear_after_success(self) -> None:
         first = self.job()
         self.wait_polling(first, 1)
-        cleared_at = time.monotonic()
-        body = {"dry_run": False, "dag_run_id": self.run_id, "task_ids": [TASK], "only_failed": False}
-        self.action_logged("POST", f"/dags/{self.dag_id}/clearTaskInstances", json=body)
-        self.wait(lambda: self.view.cancelled(first), 60, "the first job cancelled")
-        second = self.job(generation=2)
-        self.figures["resubmitted_after_s"] = round(self.wait_polling(second, 2) - cleared_at, 1)
-        self.view.finish(second)
+        self.view.finish(first)
+        self.wait_ti({"success"}, 60)
+        cleared_at = self.clear()
+        try:
+            second = self.wait(self._or_ended(lambda: self.jobs()[1:], -1), 90, "job 2")[0]
+            self.figures["resubmitted_s"] = round(self.wait_polling(second, 2) - cleared_at, 1)
+        except TaskEnded as ended:  # adopted the old result instead: the test counts one generation
+            self.figures["diverted"] = str(ended)
+        self.finish_all()
+
+    def _clear_spec_changed(self) -> None:
+        first = self.job()
+        self.wait_polling(first, 1)
+        self.set_spec("v2")
+        cleared_at = self.clear()
+
+        def submitted_uncancelled() -> str | None:
+            if len(self.jobs()) > 1 and not self.view.cancelled(first):
+                return "a second job was submitted while the first still ran"
+            return None
+
+        try:
+            cancelled = self._or_ended(lambda: self.view.cancelled(first), -1, submitted_uncancelled)
+            self.wait(cancelled, 120, "the first job cancelled")
+            self.figures["cancel_s"] = round(time.monotonic() - cleared_at, 1)
+            second = self.wait(self._or_ended(lambda: self.jobs()[1:], -1), 90, "job 2")[0]
+            self.figures["resubmitted_s"] = round(self.wait_polling(second, 2) - cleared_at, 1)
+        except (Diverted, TaskEnded) as error:
+            self.figures["diverted"] = str(error)
+        self.figures["hand_over_in_try"] = self.tries_logging(HAND_OVER)
+        self.figures["superseded_in_try"] = self.tries_logging(SUPERSEDED)
+        self.finish_all()
+        self.figures["specs"] = [job.spec for job in self.jobs()]
+
+    def _drop_spec(self) -> None:
+        with contextlib.suppress(httpx.HTTPStatusError):  # 404: the case ended before it set it
+            self.action_logged("DELETE", f"/variables/{SPEC_VARIABLE.format(tag=self.tag)}")
+
+    def _clear_wiped_store(self) -> None:
+        job = self.job()
+        self.wait_polling(job, 1)
+        self.processes().signal_supervisor(signal.SIGTERM)
+        self.wait_ti({"up_for_reschedule"}, 60)
+        self.figures["store_before"] = sorted(self.store_entries())
+        self.figures["ledger_variables_before"] = len(self.ledger_variables())
+        self.cluster.task_state_store_clear(self.dag_id, self.run_id, TASK)
+        self.figures["store_after_delete"] = sorted(self.store_entries())
+        cleared_at = self.clear()
+        self.reconnect(job, 2, cleared_at)
+
+    def _after_clear_wiped_store(self) -> None:
+        self.figures["ledger_variables_left"] = self.ledger_variables()
+
+    def store_entries(self) -> dict[str, Any]:
+        return self.cluster.task_state_store_entries(self.dag_id, self.run_id, TASK)
+
+    def wait_trigger_polling(self, job: Job) -> None:
+        """
+        Wait until the task is deferred and its trigger reads ``job``'s status.
+
+        A TI is ``deferred`` a moment before the triggerer runs its trigger: a user's action in
+        between reaches no trigger (nothing runs its ``on_kill``), so the case waits for a read.
+        """
+        self.wait_ti({"deferred"}, 90)
+        deferred_at = time.time()  # the worker's reads came before the TI was deferred
+        polled = self._or_ended(lambda: any(r.at > deferred_at for r in self.view.reads(job)), -1)
+        self.wait(polled, 60, "a status read by the trigger")
+
+    def _clear_while_deferred(self) -> None:
+        job = self.job()
+        self.wait_trigger_polling(job)
+        cleared_at = self.clear()
+        self.reconnect(job, 2, cleared_at)
+
+    def _mark_failed_while_deferred(self) -> None:
+        job = self.job()
+        self.wait_trigger_polling(job)
+        self.action_logged("PATCH", self.ti_path(), json={"new_state": "failed"})
+        marked_at = time.monotonic()
+        self.wait(lambda: self.view.cancelled(job), 60, "the job cancelled")
+        self.figures["cancel_s"] = round(time.monotonic() - marked_at, 1)
 
     def _execution_timeout(self) -> None:
         job = self.job()

@@ -66,6 +66,8 @@ class Job:
     :param label: the name that ties it to a DAG run (``chaos-<tag>[-<map index>]``).
     :param token: the submission token it was created with (groups jobs into generations).
     :param created_at: ``time.time()`` of the submit call.
+    :param spec: the part of the spec the DAG reads from the Variable ``chaos_spec_<tag>``, as
+        submitted (``v1`` unless a test changed it).
     """
 
     key: str
@@ -73,6 +75,7 @@ class Job:
     label: str
     token: str | None
     created_at: float
+    spec: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class DatabricksView(CloudView):
                 self._label(e.body),
                 e.body.get("idempotency_token"),
                 e.timestamp,
+                _dig(e.body, *_SPEC_PATHS[self.endpoint]),
             )
             for e in self._submits(label_prefix)
             if e.created and e.run_id is not None
@@ -249,6 +253,27 @@ AWS_SHAPES = {
 }
 
 
+def _dig(value: Any, *path: str | int) -> str | None:
+    """``value[path[0]][path[1]]...`` as a string, or None when a step is missing."""
+    for step in path:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return None if value is None else str(value)
+
+
+#: Where the Variable part of the spec (``dags/chaos_resumable.py``: ``SPEC``) is in a submit call.
+_SPEC_PATHS: dict[str, tuple[str | int, ...]] = {
+    "runs/submit": ("tasks", 0, "notebook_task", "base_parameters", "spec"),
+    "run-now": ("notebook_params", "spec"),
+    "batch": ("parameters", "spec"),
+    "emr_serverless": ("jobDriver", "sparkSubmit", "entryPointArguments", -1),
+    "emr_containers": ("jobDriver", "sparkSubmitJobDriver", "entryPointArguments", -1),
+    "emr_steps": ("Steps", 0, "HadoopJarStep", "Args", -1),
+}
+
+
 def _names(entry: Any, ids: tuple[str, ...]) -> bool:
     """Whether a ledger entry is about one of ``ids`` (a refused call names them in its request only)."""
     if set(ids) & set(entry.job_ids):
@@ -302,7 +327,14 @@ class AwsView(CloudView):
 
     def jobs(self, label_prefix: str) -> list[Job]:
         return [
-            Job(",".join(e.created), tuple(e.created), self.shape.label(e.request), self._token(e), e.at)
+            Job(
+                ",".join(e.created),
+                tuple(e.created),
+                self.shape.label(e.request),
+                self._token(e),
+                e.at,
+                _dig(e.request, *_SPEC_PATHS[self.operator]),
+            )
             for e in self._submits(label_prefix)
             if e.created
         ]

@@ -13,40 +13,67 @@ own case and asserts, from the fake cloud's ledger and the REST API:
 - **no orphans**: no job of the case still runs once its DAG run has ended (every job was
   finished by the test while a task polled it, or cancelled);
 - **the final state and try number** of each task instance (a worker SIGTERM consumes no try; a
-  SIGKILL consumes one; a user's stop, a clear and a timeout cancel).
+  SIGKILL and a clear consume one; a user's stop and a timeout cancel);
+- **what a clear means** ("run this task's intent again"): an active job whose spec is unchanged
+  is reconnected (no cancel, one generation), an ended one is followed by a fresh generation, a
+  job whose spec changed is cancelled by the next try before it submits the new spec.
 
 What each case injects:
 
-=========================  ========================================================================
-case                       fault
-=========================  ========================================================================
-no_fault                   none: submit, poll, the job finishes (the baseline)
-sigterm                    SIGTERM to the task's supervisor (LocalExecutor worker) while polling
-sigkill                    SIGKILL to supervisor and task while polling (a crash; the scheduler's
-                           heartbeat timeout fails the try, the retry reconnects)
-crash_before_persist       the api-server holds the write of the record that carries the new job's
-                           id (phase ``submitted``, plugin ``chaos_faults``: action ``stall``), the
-                           test SIGKILLs the worker: the job exists, its id was never stored
-storm_5xx                  the fake cloud answers the next 3 status calls with HTTP 500 (fewer
-                           than the operator's status-call budget: ``cloud_retry`` 4 attempts)
-store_write_fails_once     the api-server answers the first write of the intent record with 429
-                           (``chaos_faults``: action ``refuse``). The supervisor's client retries
-                           only 5xx, so ``task_state_store.set`` raises once in the task; the
-                           mixin's ``state_store_retry`` writes it again before submitting
-mark_failed                REST ``PATCH .../taskInstances/job`` ``new_state=failed`` while polling
-clear_while_running        REST ``clearTaskInstances`` while polling: the server says
-                           ``restarting``, the supervisor stops the task, the job is cancelled, and
-                           the next try submits a fresh generation
-execution_timeout          ``execution_timeout=8s`` on a job that never ends (``retries=0``)
-three_disruptions          SIGTERM, then SIGKILL, then SIGTERM, each while polling the same job
-mapped_sigterm_all         ``.partial().expand_kwargs()`` of three: SIGTERM to the three
-                           supervisors at once
-lost_submit_response       the fake cloud creates the job, then answers the submit call with
-                           HTTP 500; the client library's own retries are on (DAG shape
-                           ``_sdk_retries``: botocore 3 attempts, the Databricks hook 3). A
-                           service with a token replays the job; for Batch and EMR steps the
-                           submit is not re-sent, ``find_job`` finds the job by its token
-=========================  ========================================================================
+==========================  ========================================================================
+case                        fault
+==========================  ========================================================================
+no_fault                    none: submit, poll, the job finishes (the baseline)
+sigterm                     SIGTERM to the task's supervisor (LocalExecutor worker) while polling
+sigkill                     SIGKILL to supervisor and task while polling (a crash; the scheduler's
+                            heartbeat timeout fails the try, the retry reconnects)
+crash_before_persist        the api-server holds the write of the record that carries the new job's
+                            id (phase ``submitted``, plugin ``chaos_faults``: action ``stall``), the
+                            test SIGKILLs the worker: the job exists, its id was never stored
+storm_5xx                   the fake cloud answers the next 3 status calls with HTTP 500 (fewer
+                            than the operator's status-call budget: ``cloud_retry`` 4 attempts)
+store_write_fails_once      the api-server answers the first write of the intent record with 429
+                            (``chaos_faults``: action ``refuse``). The supervisor's client retries
+                            only 5xx, so ``task_state_store.set`` raises once in the task; the
+                            mixin's ``state_store_retry`` writes it again before submitting
+mark_failed                 REST ``PATCH .../taskInstances/job`` ``new_state=failed`` while polling
+clear_while_running         REST ``clearTaskInstances`` while polling: the server says
+                            ``restarting``, the try hands the job over (no cancel) and the next try
+                            reconnects to it
+execution_timeout           ``execution_timeout=8s`` on a job that never ends (``retries=0``)
+three_disruptions           SIGTERM, then SIGKILL, then SIGTERM, each while polling the same job
+mapped_sigterm_all          ``.partial().expand_kwargs()`` of three: SIGTERM to the three
+                            supervisors at once
+lost_submit_response        the fake cloud creates the job, then answers the submit call with
+                            HTTP 500; the client library's own retries are on (DAG shape
+                            ``_sdk_retries``: botocore 3 attempts, the Databricks hook 3). A
+                            service with a token replays the job; for Batch and EMR steps the
+                            submit is not re-sent, ``find_job`` finds the job by its token
+clear_while_checkpointed    SIGTERM to the supervisor while polling (a checkpoint: the TI waits
+                            ``up_for_reschedule``), then a clear: the next try reconnects
+clear_after_crash           SIGKILL to supervisor and task; once the heartbeat timeout made the TI
+                            ``up_for_retry``, a clear: the next try reconnects
+clear_after_success         the job finishes, the TI succeeds, then a clear: the next try submits
+                            a fresh generation (a clear means "run it again")
+clear_spec_changed          while polling, the Variable ``chaos_spec_<tag>`` (part of the rendered
+                            spec) changes to ``v2`` and the task is cleared: the next try cancels
+                            the old job ("superseded"), then submits generation 2
+clear_wiped_store           SIGTERM (checkpoint), then REST ``DELETE .../state-store`` (every key of
+                            the TI, as apache/airflow#72100 proposes a clear should) and a clear: the
+                            next try finds the job through the library's ledger Variable
+                            (``airflow_resumable.ledger.*``) and reconnects; no ledger Variable of
+                            the run is left once it succeeded
+clear_while_deferred        (``deferrable=True``) a clear while the TI is ``deferred``: the trigger's
+                            ``on_kill`` leaves the run alone, the next try reconnects
+mark_failed_while_deferred  (``deferrable=True``) mark failed while ``deferred``: the trigger's
+                            ``on_kill`` cancels the run
+==========================  ========================================================================
+
+The shapes of ``dags/chaos_resumable.py`` the cases run on: ``_timeout`` (execution_timeout),
+``_mapped`` (mapped_sigterm_all), ``_sdk_retries`` (lost_submit_response), ``_held`` (a checkpoint
+or a failed try waits 10 minutes, so the next execution starts with the test's clear:
+clear_while_checkpointed, clear_after_crash, clear_wiped_store), ``_deferrable`` (the two deferred
+cases); every other case runs on the base shape ``chaos_<op>``.
 
 Which operator runs which case (``x``: here; ``D``: in ``test_databricks_disruptions.py``, not
 repeated here):
@@ -69,6 +96,20 @@ cloud's answer to runs/submit is held instead of the store write), (4)
 ``TestUserStop::test_mark_failed_cancels``, (5) ``::test_execution_timeout_cancels``, (6)
 ``TestWorkerShutdown::test_three_sigterms_then_a_fourth_past_the_bound`` (three SIGTERMs, a
 fourth past ``max_resumes``).
+
+The clear cases besides clear_while_running (``-``: not run; the deferred cases need a deferrable
+operator, only the Databricks ones are deferrable here):
+
+======================  =====  =====  =====  =====  =====  =====  =====
+operator                ckpt   crash  succ   spec   wiped  defer  dfail
+======================  =====  =====  =====  =====  =====  =====  =====
+databricks_submit_run   x      x      x      x      x      x      x
+databricks_run_now      x      x      x      x      x      x      x
+batch                   x      x      x      x      x      -      -
+emr_serverless          x      x      x      x      x      -      -
+emr_containers          x      x      x      x      x      -      -
+emr_steps               x      x      x      x      x      -      -
+======================  =====  =====  =====  =====  =====  =====  =====
 """
 
 from __future__ import annotations
@@ -78,6 +119,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from _chaos_cases import CASES, STORM
+
+from airflow_resumable.record import RECORD_KEY
 
 if TYPE_CHECKING:
     from _chaos_campaign import Campaign
@@ -107,16 +150,27 @@ COVERED = {
         "three_disruptions",
     )
 }
+#: Cases that need a deferrable operator: only the Databricks ones are.
+DEFERRED = frozenset({"clear_while_deferred", "mark_failed_while_deferred"})
+DEFERRABLE = frozenset({"databricks_submit_run", "databricks_run_now"})
 #: Start order (= test order): the storms first (alone in their fault domain, so they go while the
-#: cluster is idle), then the long cases, then the short ones.
+#: cluster is idle), then the long cases (a crash waits for the 20 s heartbeat timeout), then the
+#: short ones.
 ORDER = (
     "storm_5xx",
     "lost_submit_response",
     "three_disruptions",
+    "clear_after_crash",
     "mapped_sigterm_all",
     "crash_before_persist",
     "sigkill",
+    "clear_spec_changed",
+    "clear_after_success",
+    "clear_wiped_store",
+    "clear_while_checkpointed",
     "clear_while_running",
+    "clear_while_deferred",
+    "mark_failed_while_deferred",
     "sigterm",
     "store_write_fails_once",
     "mark_failed",
@@ -128,7 +182,7 @@ MATRIX = [
     pytest.param(op, case, id=f"{op}-{case}")
     for case in ORDER
     for op in OPERATORS
-    if (op, case) not in COVERED
+    if (op, case) not in COVERED and (case not in DEFERRED or op in DEFERRABLE)
 ]
 #: Seconds a test waits for its case, queueing included.
 RESULT_TIMEOUT = 840
@@ -152,12 +206,29 @@ EXPECTED = {
     "storm_5xx": Expected("success", 1),
     "store_write_fails_once": Expected("success", 1),
     "mark_failed": Expected("failed", 1, cancelled=1),
-    "clear_while_running": Expected("success", 2, generations=2, cancelled=1),
+    "clear_while_running": Expected("success", 2),
     "execution_timeout": Expected("failed", 1, cancelled=1),
     "three_disruptions": Expected("success", 2),
     "mapped_sigterm_all": Expected("success", 1),
     "lost_submit_response": Expected("success", 1),
+    "clear_while_checkpointed": Expected("success", 2),
+    "clear_after_crash": Expected("success", 2),
+    "clear_after_success": Expected("success", 2, generations=2),
+    "clear_spec_changed": Expected("success", 2, generations=2, cancelled=1),
+    "clear_wiped_store": Expected("success", 2),
+    "clear_while_deferred": Expected("success", 2),
+    "mark_failed_while_deferred": Expected("failed", 1, cancelled=1),
 }
+#: Cases after which the next try must have reconnected to the job it was handed.
+RECONNECTS = frozenset(
+    {
+        "clear_while_running",
+        "clear_while_checkpointed",
+        "clear_after_crash",
+        "clear_wiped_store",
+        "clear_while_deferred",
+    }
+)
 
 
 def report(outcome: Outcome, capsys: pytest.CaptureFixture[str]) -> None:
@@ -185,13 +256,25 @@ def test_chaos_case(campaign: Campaign, operator: str, case: str, capsys: pytest
     map_indexes = sorted(outcome.tis)
     per_generation = outcome.jobs_per_generation()
     assert None not in {job.token for job in outcome.jobs}, "every job carries its submission token"
+    assert {job.spec for job in outcome.jobs} <= {"v1", "v2"}, "the spec's Variable part was rendered"
     assert set(per_generation.values()) == {1}, f"a generation submitted twice: {per_generation}"
     assert len(per_generation) == expected.generations * len(map_indexes)
     assert outcome.orphans == [], "jobs left running with no task polling them"
+    assert "diverted" not in outcome.figures, outcome.figures["diverted"]
     assert outcome.tis == dict.fromkeys(map_indexes, (expected.state, expected.try_number))
     assert len(outcome.cancelled) == expected.cancelled
-    if case == "clear_while_running":
+    if case in RECONNECTS:
+        assert "reconnect_s" in outcome.figures, "the next try read the same job's status"
+    if case in ("clear_while_running", "clear_spec_changed"):
+        assert outcome.figures["hand_over_in_try"] == [1], "the cleared try left the job to the next one"
+    if case == "clear_spec_changed":
         assert outcome.cancelled == [outcome.jobs[0].key], "the first generation's job is the one cancelled"
+        assert [job.spec for job in outcome.jobs] == ["v1", "v2"], "generation 2 carries the new spec"
+        assert outcome.figures["superseded_in_try"] == [2], "the next try cancelled the old job (logged)"
+    if case == "clear_wiped_store":
+        assert RECORD_KEY in outcome.figures["store_before"], "the checkpoint was recorded"
+        assert outcome.figures["store_after_delete"] == [], "the delete wiped the task's state"
+        assert outcome.figures["ledger_variables_left"] == [], "the ledger Variable outlived the job"
     if case == "storm_5xx":
         assert outcome.figures["injected_500s"] == STORM
     if case == "store_write_fails_once":

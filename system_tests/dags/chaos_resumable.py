@@ -1,19 +1,31 @@
 """
-The DAGs of the chaos suite (``system_tests/chaos``): every resumable operator, three shapes each.
+The DAGs of the chaos suite (``system_tests/chaos``): every resumable operator, in several shapes.
 
 For each operator ``<op>``:
 
 - ``chaos_<op>``: one task ``job``, ``retries=1``, ``resume_delay=5s``, ``max_resumes=3``;
+- ``chaos_<op>_held``: the same, but a checkpoint (``resume_delay``) or a failed try
+  (``retry_delay``) waits 10 minutes: the next execution starts when the test clears the task,
+  never on its own a few seconds earlier or later than the clear;
 - ``chaos_<op>_timeout``: the same with ``execution_timeout=8s`` and ``retries=0``;
 - ``chaos_<op>_mapped``: ``.partial(...).expand_kwargs(...)`` over three jobs (map indexes 0-2);
 - ``chaos_<op>_sdk_retries``: like ``chaos_<op>``, but the client library retries too, as in most
   deployments: AWS operators use the connection ``aws_sdk_retries`` (botocore, 3 attempts per
-  call), the Databricks ones let the hook try each call 3 times.
+  call), the Databricks ones let the hook try each call 3 times;
+- ``chaos_<op>_deferrable`` (the two Databricks operators only): ``chaos_<op>`` with
+  ``deferrable=True``, the wait handed to the triggerer (the hook's retries as a limit and a
+  delay: the trigger cannot take tenacity objects).
 
 Everything that tells one test's jobs from another's comes from the DAG run's conf: ``tag``
 (part of every job's name, so the suite finds its jobs in the fake cloud's ledger) and the cloud
 resources the suite provisioned (a Databricks job for run-now, the Batch queue, the EMR cluster,
 the EMR Serverless application, the EMR on EKS virtual cluster).
+
+Every job spec also carries a part read from the Variable ``chaos_spec_<tag>`` (``v1`` while it
+is not set), in a field that goes into the submitted spec but not into the job's name: a test
+changes the spec of a task it is about to clear by setting that Variable. Databricks submit-run:
+the notebook's ``base_parameters``; run-now: ``notebook_params``; Batch: ``parameters``; EMR
+Serverless and EMR on EKS: the entry point's arguments; EMR steps: ``HadoopJarStep.Args``.
 """
 
 from __future__ import annotations
@@ -38,6 +50,8 @@ from airflow_resumable.retry import RetryPolicy
 
 CONF = "{{{{ dag_run.conf['{}'] }}}}"
 TAG = CONF.format("tag")
+#: The part of every job spec a test may change: the Variable ``chaos_spec_<tag>``, else ``v1``.
+SPEC = "{{ var.value.get('chaos_spec_' ~ dag_run.conf['tag'], 'v1') }}"
 ROLE_ARN = "arn:aws:iam::123456789012:role/airflow-resumable-job"
 MAP_INDEXES = 3
 
@@ -52,37 +66,51 @@ DATABRICKS: dict[str, Any] = {
     "polling_period_seconds": 1,
     "databricks_retry_args": {"stop": stop_after_attempt(2), "wait": wait_fixed(0.2)},
 }
+#: Shape ``_deferrable``: the trigger gets the hook's retry arguments, which must be serializable
+#: (tenacity objects are not), so the retries are given as a limit and a delay instead.
+DEFERRABLE: dict[str, Any] = {
+    "polling_period_seconds": 1,
+    "databricks_retry_limit": 2,
+    "databricks_retry_delay": 1,
+    "deferrable": True,
+}
 #: Shape ``_sdk_retries``: the client library's own retries on (the cluster defines the connection).
 SDK_RETRIES: dict[str, dict[str, Any]] = {
     "databricks": {"databricks_retry_args": {"stop": stop_after_attempt(3), "wait": wait_fixed(0.2)}},
     "aws": {"aws_conn_id": "aws_sdk_retries"},
 }
+#: Shape ``_held``: the next execution waits for the test's clear (which resets both delays).
+HELD = timedelta(minutes=10)
 
 
 def _submit_run(suffix: str) -> dict[str, Any]:
     task: dict[str, Any] = {"task_key": "etl", "existing_cluster_id": "0000-000000-fake"}
-    task["notebook_task"] = {"notebook_path": "/Shared/etl"}
+    task["notebook_task"] = {"notebook_path": "/Shared/etl", "base_parameters": {"spec": SPEC}}
     return {"json": {"run_name": f"chaos-{TAG}{suffix}", "tasks": [task]}}
 
 
 def _run_now(suffix: str) -> dict[str, Any]:
-    return {"json": {"job_id": CONF.format("job_id"), "notebook_params": {"tag": f"{TAG}{suffix}"}}}
+    return {
+        "json": {"job_id": CONF.format("job_id"), "notebook_params": {"tag": f"{TAG}{suffix}", "spec": SPEC}}
+    }
 
 
 def _batch(suffix: str) -> dict[str, Any]:
-    return {"job_name": f"chaos-{TAG}{suffix}"}
+    return {"job_name": f"chaos-{TAG}{suffix}", "parameters": {"spec": SPEC}}
 
 
 def _emr_serverless(suffix: str) -> dict[str, Any]:
-    return {"name": f"chaos-{TAG}{suffix}"}
+    driver = {"sparkSubmit": {"entryPoint": "s3://bucket/etl.py", "entryPointArguments": [SPEC]}}
+    return {"name": f"chaos-{TAG}{suffix}", "job_driver": driver}
 
 
 def _emr_containers(suffix: str) -> dict[str, Any]:
-    return {"name": f"chaos-{TAG}{suffix}"}
+    driver = {"sparkSubmitJobDriver": {"entryPoint": "s3://bucket/etl.py", "entryPointArguments": [SPEC]}}
+    return {"name": f"chaos-{TAG}{suffix}", "job_driver": driver}
 
 
 def _emr_steps(suffix: str) -> dict[str, Any]:
-    jar = {"Jar": "command-runner.jar", "Args": ["spark-submit", "s3://bucket/etl.py"]}
+    jar = {"Jar": "command-runner.jar", "Args": ["spark-submit", "s3://bucket/etl.py", SPEC]}
     step = {"Name": f"chaos-{TAG}{suffix}", "ActionOnFailure": "CONTINUE", "HadoopJarStep": jar}
     return {"steps": [step]}
 
@@ -100,14 +128,13 @@ OPERATORS: dict[str, tuple[Any, dict[str, Any], Any]] = {
     "emr_serverless": (
         ResumableEmrServerlessStartJobOperator,
         {"application_id": CONF.format("application_id"), "execution_role_arn": ROLE_ARN}
-        | {"job_driver": {"sparkSubmit": {"entryPoint": "s3://bucket/etl.py"}}, "waiter_delay": 1},
+        | {"waiter_delay": 1},
         _emr_serverless,
     ),
     "emr_containers": (
         ResumableEmrContainerOperator,
         {"virtual_cluster_id": CONF.format("virtual_cluster_id"), "execution_role_arn": ROLE_ARN}
-        | {"release_label": "emr-6.15.0-latest", "poll_interval": 1}
-        | {"job_driver": {"sparkSubmitJobDriver": {"entryPoint": "s3://bucket/etl.py"}}},
+        | {"release_label": "emr-6.15.0-latest", "poll_interval": 1},
         _emr_containers,
     ),
     "emr_steps": (
@@ -123,6 +150,25 @@ for key, (operator_class, shared, named) in OPERATORS.items():
         operator_class(
             task_id="job", retries=1, retry_delay=timedelta(seconds=1), **RESUMABLE, **shared, **named("")
         )
+    with DAG(f"chaos_{key}_held", schedule=None, catchup=False, tags=tags):
+        operator_class(
+            task_id="job",
+            retries=1,
+            retry_delay=HELD,
+            **(RESUMABLE | {"resume_delay": HELD}),
+            **shared,
+            **named(""),
+        )
+    if key.startswith("databricks"):
+        with DAG(f"chaos_{key}_deferrable", schedule=None, catchup=False, tags=tags):
+            operator_class(
+                task_id="job",
+                retries=1,
+                retry_delay=timedelta(seconds=1),
+                **RESUMABLE,
+                **DEFERRABLE,
+                **named(""),
+            )
     with DAG(f"chaos_{key}_timeout", schedule=None, catchup=False, tags=tags):
         timeout = timedelta(seconds=8)
         operator_class(
@@ -145,5 +191,8 @@ for key, (operator_class, shared, named) in OPERATORS.items():
 
 #: Every DAG id of this file, for the cluster fixture to wait for.
 CHAOS_DAG_IDS = frozenset(
-    f"chaos_{key}{shape}" for key in OPERATORS for shape in ("", "_timeout", "_mapped", "_sdk_retries")
+    f"chaos_{key}{shape}"
+    for key in OPERATORS
+    for shape in ("", "_held", "_timeout", "_mapped", "_sdk_retries")
+    + (("_deferrable",) if key.startswith("databricks") else ())
 )

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
     from pydantic import JsonValue
 
+    from airflow_resumable.ledger import CancelRecipe
+
 __all__ = ["STEP_TERMINAL", "ResumableEmrAddStepsOperator", "combined_step_state", "step_marker"]
 
 STEP_TERMINAL = frozenset(("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"))
@@ -269,6 +271,17 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
             StepIds=self._ids(external_id),
             StepCancellationOption="SEND_INTERRUPT",
         )
+
+    def cancel_recipe(self, context: Context) -> CancelRecipe | None:
+        """``CancelSteps`` through the same connection, for the custodian (once the cluster is known)."""
+        cluster_id = self.__dict__.get("_cluster_id")
+        if cluster_id is None:
+            return None
+        return "aws_emr_steps", {
+            "cluster_id": cluster_id,
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+        }
 
     def describe_failure(self, external_id: JsonValue, status: str, context: Context) -> str:
         """Which step did not complete, and why."""

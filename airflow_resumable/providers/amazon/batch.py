@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
     from pydantic import JsonValue
 
+    from airflow_resumable.ledger import CancelRecipe
+
 __all__ = ["TOKEN_TAG", "ResumableBatchOperator"]
 
 #: Tag that carries the submission token on every job. Never rename: find_job of in-flight retries
@@ -215,6 +217,10 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
     def cancel_job(self, external_id: JsonValue, context: Context) -> None:
         """``TerminateJob`` (works in every active state, unlike ``CancelJob``)."""
         self.hook.client.terminate_job(jobId=str(external_id), reason=TERMINATE_REASON)
+
+    def cancel_recipe(self, context: Context) -> CancelRecipe | None:
+        """``TerminateJob`` through the same connection, for the custodian."""
+        return "aws_batch_job", {"aws_conn_id": self.aws_conn_id, "region_name": self.region_name}
 
     def describe_failure(self, external_id: JsonValue, status: str, context: Context) -> str:
         """The job's status reason, container reason and exit code, and array children's states."""

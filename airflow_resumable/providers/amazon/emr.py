@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
     from pydantic import JsonValue
 
+    from airflow_resumable.ledger import CancelRecipe
+
 __all__ = [
     "ResumableEmrAddStepsOperator",
     "ResumableEmrContainerOperator",
@@ -195,6 +197,14 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
     def cancel_job(self, external_id: JsonValue, context: Context) -> None:
         """``CancelJobRun``."""
         self.hook.conn.cancel_job_run(applicationId=self.application_id, jobRunId=str(external_id))
+
+    def cancel_recipe(self, context: Context) -> CancelRecipe | None:
+        """``CancelJobRun`` through the same connection, for the custodian."""
+        return "aws_emr_serverless_job_run", {
+            "application_id": self.application_id,
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+        }
 
     def describe_failure(self, external_id: JsonValue, status: str, context: Context) -> str:
         """The run's ``stateDetails``."""
@@ -380,6 +390,14 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
                 self.log.info("The job run ended before it could be cancelled", job_run_id=external_id)
                 return
             raise
+
+    def cancel_recipe(self, context: Context) -> CancelRecipe | None:
+        """``CancelJobRun`` through the same connection, for the custodian."""
+        return "aws_emr_container_job_run", {
+            "virtual_cluster_id": self.virtual_cluster_id,
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+        }
 
     def describe_failure(self, external_id: JsonValue, status: str, context: Context) -> str:
         """``failureReason - stateDetails``, as the stock operator reports it."""
