@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 wait_until(
                     lambda ti_id=ti_id, run=run: worker_seconds(log, ti_id)[1] >= max(run.executions(), 1),
                     timeout=60,
-                    what=f"{run.dag_id}: every workload's end in the scheduler log",
+                    what=f"{run.dag_id}: every workload's end in the scheduler log "
+                    f"({worker_seconds(log, ti_id)[1]} of {run.executions()} executions)",
                 )
                 slots[(run.op, run.variant)] = worker_seconds(log, ti_id)
     print()

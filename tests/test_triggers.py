@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import TYPE_CHECKING
 
 from airflow_resumable.triggers import MIN_TRIGGER_CLASSIFICATION_TIMEOUT, ResumableTriggerMixin
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def trigger(stop_classification_timeout: float) -> ResumableTriggerMixin:
