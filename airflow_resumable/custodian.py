@@ -71,7 +71,7 @@ CANCELLERS: dict[str, str] = {
 }
 #: Sweeps in a row a cancel may fail before the custodian gives up on the job and says so.
 MAX_CANCEL_ATTEMPTS = 5
-#: Ledger entries read per sweep (the oldest first), to keep one sweep's work bounded.
+#: Ledger entries read per whole-ledger sweep (the next ones each time), to bound one sweep's work.
 SWEEP_BATCH = 500
 
 
@@ -210,6 +210,8 @@ class Custodian:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: The id of the last ledger Variable the previous whole-ledger sweep read.
+        self._cursor = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airflow-resumable-custodian")
 
     # ------------------------------------------------------------------ lifecycle
@@ -296,15 +298,26 @@ class Custodian:
         from airflow.utils.session import create_session
         from sqlalchemy import select
 
-        query = select(Variable).where(Variable.key.like(LEDGER_KEY_PREFIX + "%"))
         if keys is not None:
             query = select(Variable).where(Variable.key.in_(keys))
+        else:
+            # A whole-ledger sweep reads the next SWEEP_BATCH entries after the last one it read,
+            # wrapping around: every entry is seen, however many jobs are in flight.
+            query = (
+                select(Variable)
+                .where(Variable.key.like(LEDGER_KEY_PREFIX + "%"), Variable.id > self._cursor)
+                .order_by(Variable.id)
+                .limit(SWEEP_BATCH)
+            )
         items = []
         with create_session() as session:
-            for variable in session.scalars(query.order_by(Variable.id).limit(SWEEP_BATCH)):
+            variables = list(session.scalars(query))
+            for variable in variables:
                 item = _item(variable.key, variable.val)
                 if item is not None:
                     items.append(item)
+        if keys is None:
+            self._cursor = variables[-1].id if len(variables) == SWEEP_BATCH else 0
         return items
 
     @staticmethod

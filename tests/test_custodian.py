@@ -184,6 +184,36 @@ class TestCustodianOnTheMetadataDatabase:
         with create_session() as session:  # clean up: the session's database is shared
             session.execute(delete(Variable).where(Variable.key == jobs["waiting"].key))
 
+    def test_a_whole_ledger_sweep_goes_on_where_the_last_one_stopped(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With more jobs in flight than one sweep reads, the next sweep reads the next ones."""
+        from airflow.models.variable import Variable
+        from airflow.sdk import DAG
+        from airflow.utils.session import create_session
+        from sqlalchemy import delete
+
+        from airflow_resumable import custodian
+        from airflow_resumable.testing.airflow_env import run_dag
+        from airflow_resumable.testing.toy import ToyJobOperator
+
+        svc = service()
+        svc.complete_after_polls = 1
+        with DAG(f"custodian_batches_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
+            for task in ("a", "b"):
+                ToyJobOperator(task_id=task, service=svc.name, command=task)
+        outcome = run_dag(dag)  # both succeed: their task instances are finished
+        jobs = [item(svc, identity=TaskIdentity(outcome.dag_id, outcome.run_id, task)) for task in "ab"]
+        with create_session() as session:  # only these two in the ledger (the database is shared)
+            session.execute(delete(Variable).where(Variable.key.like(custodian.LEDGER_KEY_PREFIX + "%")))
+            for job in jobs:
+                session.add(Variable(key=job.key, val=json.dumps(job.entry)))
+        monkeypatch.setattr(custodian, "SWEEP_BATCH", 1)
+        sweeper = custodian.Custodian(interval=0)
+        first, second = sweeper.sweep(), sweeper.sweep()
+        assert len(first.cancelled) == len(second.cancelled) == 1
+        assert sorted(svc.cancels) == sorted(job.record.external_id for job in jobs)
+
 
 class TestPlugin:
     def test_plugin_is_registered_by_installing_the_package(self) -> None:
