@@ -111,6 +111,15 @@ ACTIONS: dict[str, str] = {
 
 _STOP = {"mark_failed": Effect.CANCEL, "dag_run_failed": Effect.CANCEL}
 _CLEAR_ACTIVE = {"clear": Effect.RECONNECT, "clear_spec_changed": Effect.CANCEL_THEN_FRESH}
+#: A task whose job has ended: only a clear does anything (a fresh job).
+_ENDED = {
+    "clear": Effect.FRESH,
+    "clear_spec_changed": Effect.FRESH,
+    "mark_failed": Effect.NOTHING,
+    "dag_run_failed": Effect.NOTHING,
+    "worker_shutdown": Effect.NOTHING,
+    "restart": Effect.NOTHING,
+}
 _UNWATCHED_STOP = {"mark_failed": Effect.CANCEL_BY_CUSTODIAN, "dag_run_failed": Effect.CANCEL_BY_CUSTODIAN}
 
 TABLE: tuple[Row, ...] = (
@@ -142,27 +151,13 @@ TABLE: tuple[Row, ...] = (
         "success",
         "the task returned its job's result",
         Watcher.NONE_NEEDED,
-        {
-            "clear": Effect.FRESH,
-            "clear_spec_changed": Effect.FRESH,
-            "mark_failed": Effect.NOTHING,
-            "dag_run_failed": Effect.NOTHING,
-            "worker_shutdown": Effect.NOTHING,
-            "restart": Effect.NOTHING,
-        },
+        _ENDED,
     ),
     Row(
         "failed",
         "the job failed or was cancelled (a user's stop, a timeout, retries exhausted)",
         Watcher.NONE_NEEDED,
-        {
-            "clear": Effect.FRESH,
-            "clear_spec_changed": Effect.FRESH,
-            "mark_failed": Effect.NOTHING,
-            "dag_run_failed": Effect.NOTHING,
-            "worker_shutdown": Effect.NOTHING,
-            "restart": Effect.NOTHING,
-        },
+        _ENDED,
     ),
 )
 

@@ -35,7 +35,8 @@ class ResumableTriggerMixin:
     ``stop_classification_timeout`` if longer; at most ``[triggerer] on_kill_timeout`` - 2 s) →
     cancel, the stock behaviour (a clear then costs a fresh job).
 
-    Subclasses add :meth:`resumable_kwargs` to their ``serialize()`` kwargs.
+    ``__init__`` takes the three arguments below and passes the rest to the provider's trigger;
+    ``serialize()`` returns this class's path with both.
 
     :param cancel_on_user_stop: the operator's switch.
     :param stop_classification_timeout: seconds to wait for the server's answer.
@@ -50,13 +51,34 @@ class ResumableTriggerMixin:
     stop_classification_timeout: float = 3.0
     ledger_key: str | None = None
 
+    def __init__(
+        self,
+        *args: Any,
+        cancel_on_user_stop: bool = True,
+        stop_classification_timeout: float = 3.0,
+        ledger_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Take the resumable arguments; pass every other one to the provider's trigger."""
+        super().__init__(*args, **kwargs)
+        self.init_resumable(
+            cancel_on_user_stop=cancel_on_user_stop,
+            stop_classification_timeout=stop_classification_timeout,
+            ledger_key=ledger_key,
+        )
+
     def init_resumable(
         self, *, cancel_on_user_stop: bool, stop_classification_timeout: float, ledger_key: str | None
     ) -> None:
-        """Keep the resumable arguments (call from ``__init__``)."""
+        """Keep the resumable arguments."""
         self.cancel_on_user_stop = cancel_on_user_stop
         self.stop_classification_timeout = stop_classification_timeout
         self.ledger_key = ledger_key
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The provider trigger's arguments plus ours, under this class's import path."""
+        _, kwargs = super().serialize()  # type: ignore[misc]  # the provider trigger, next in the MRO
+        return f"{type(self).__module__}.{type(self).__qualname__}", {**kwargs, **self.resumable_kwargs()}
 
     def resumable_kwargs(self) -> dict[str, Any]:
         """The resumable arguments, for ``serialize()``."""

@@ -39,8 +39,10 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +67,7 @@ __all__ = [
     "FAST_SETTINGS",
     "AirflowCluster",
     "ClusterProcessDied",
+    "Restart",
     "TaskProcesses",
     "airflow_cluster",
     "wait_until",
@@ -133,6 +136,29 @@ class TaskProcesses:
         return time.monotonic() - began
 
 
+@dataclass(frozen=True)
+class Restart:
+    """
+    What :meth:`AirflowCluster.restart` did to one process of the cluster.
+
+    :param name: the process (``triggerer``, ``scheduler``...).
+    :param exit_code: how the old process exited after SIGTERM (0: a clean shutdown).
+    :param stopped_s: seconds from SIGTERM to its exit.
+    :param ready_s: seconds from SIGTERM until the new process was healthy (its first heartbeat).
+    :param leftovers: descendants of the old process still alive after it exited (then killed).
+    """
+
+    name: str
+    exit_code: int
+    stopped_s: float
+    ready_s: float
+    leftovers: tuple[int, ...] = ()
+
+
+#: Process name -> the component of ``/monitor/health`` whose heartbeat says it is up.
+_HEALTH_COMPONENT = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+
+
 class AirflowCluster(ClusterRestApi):
     """
     A running Airflow deployment: api-server, scheduler (LocalExecutor), dag-processor, triggerer.
@@ -177,6 +203,9 @@ class AirflowCluster(ClusterRestApi):
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._processes: dict[str, ManagedProcess] = {}
+        #: Processes being restarted on purpose (:meth:`restart`): :meth:`check` skips them.
+        self._restarting: set[str] = set()
+        self._restart_lock = threading.Lock()
 
     def __enter__(self) -> AirflowCluster:
         self.start()
@@ -273,9 +302,81 @@ class AirflowCluster(ClusterRestApi):
             shutil.rmtree(self.home, ignore_errors=True)
 
     def check(self) -> None:
-        """Raise :class:`ClusterProcessDied` (with its log tail) if a process of the cluster exited."""
-        for proc in self._processes.values():
-            proc.check_alive()
+        """
+        Raise :class:`ClusterProcessDied` (with its log tail) if a process of the cluster exited.
+
+        A process that :meth:`restart` is stopping on purpose does not count (thread-safe: tests
+        call this from many threads while one of them restarts a process).
+        """
+        for name, proc in list(self._processes.items()):
+            if name not in self._restarting:
+                proc.check_alive()
+
+    def restart(self, name: str, grace: float = 60.0, timeout: float = 120.0) -> Restart:
+        """
+        Restart process ``name`` as an operator does: SIGTERM, wait for its exit, start it again.
+
+        The old process gets ``grace`` seconds to shut down cleanly; its descendants still alive
+        after it exited are killed (and listed in the result). The new process runs the same
+        command with the same environment, appending to the same log. Waits (bounded) until it
+        is up: for the scheduler, dag-processor and triggerer a heartbeat of the new process in
+        ``/monitor/health``, for the api-server any health answer. Meanwhile :meth:`check` does
+        not count the planned exit as a crash.
+
+        :raises TimeoutError: the old process did not exit within ``grace`` (its tree is then
+            killed and the new process not started), or the new one was not up within ``timeout``.
+        """
+        with self._restart_lock:
+            old = self._processes[name]
+            self._restarting.add(name)
+            try:
+                descendants = _descendants(old.pid)
+                began = time.monotonic()
+                os.kill(old.pid, signal.SIGTERM)
+                try:
+                    exit_code = old.wait(grace)
+                except TimeoutError:
+                    old.stop(grace=1.0)
+                    raise
+                stopped_s = time.monotonic() - began
+                leftovers = tuple(p.pid for p in descendants if _alive(p.pid))
+                if leftovers:
+                    log.warning("%s exited, its descendants %s did not; killing them", name, leftovers)
+                old.stop(grace=1.0)  # kills the leftovers, closes the log file
+                started_at = datetime.now(timezone.utc)
+                new = ManagedProcess(name, old.argv, self.env, self.process_log(name))
+                new.start()
+                self._processes[name] = new
+            finally:
+                self._restarting.discard(name)
+        wait_until(
+            lambda: self._up_since(name, started_at),
+            timeout=timeout,
+            what=f"the restarted {name} up",
+            step=0.5,
+            check=self.check,
+        )
+        ready_s = time.monotonic() - began
+        log.info(
+            "restarted %s: old exited %s after %.1fs, new up after %.1fs", name, exit_code, stopped_s, ready_s
+        )
+        return Restart(name, exit_code, round(stopped_s, 1), round(ready_s, 1), leftovers)
+
+    def _up_since(self, name: str, started_at: datetime) -> bool:
+        """Whether process ``name`` answers (api-server) or heartbeated since ``started_at``."""
+        try:
+            health = self.api("GET", "/monitor/health")
+        except httpx.HTTPError:
+            return False
+        component = _HEALTH_COMPONENT.get(name)
+        if component is None:
+            return True
+        status = health.get(component) or {}
+        beat = status.get(f"latest_{component}_heartbeat")
+        if status.get("status") != "healthy" or not beat:
+            return False
+        at = datetime.fromisoformat(str(beat).replace("Z", "+00:00"))
+        return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)) >= started_at
 
     def process_log(self, name: str) -> Path:
         """The stdout/stderr log of process ``name`` (``scheduler``, ``api-server``...), in the home."""

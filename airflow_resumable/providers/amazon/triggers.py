@@ -42,10 +42,6 @@ TERMINATE_REASON = "Terminated by Airflow (airflow_resumable): the task was stop
 _ALREADY_ENDED_CODES = ("ValidationException",)
 
 
-def _classpath(trigger: object) -> str:
-    return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
-
-
 def _already_ended(error: ClientError) -> bool:
     return str(error.response.get("Error", {}).get("Code", "")) in _ALREADY_ENDED_CODES
 
@@ -68,26 +64,9 @@ class ResumableBatchJobTrigger(ResumableTriggerMixin, BatchJobTrigger):
     The other arguments are those of ``BatchJobTrigger``.
     """
 
-    def __init__(
-        self,
-        *,
-        cancel_on_user_stop: bool = True,
-        stop_classification_timeout: float = 3.0,
-        ledger_key: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.job_id: str = str(self.serialized_fields["job_id"])
-        self.init_resumable(
-            cancel_on_user_stop=cancel_on_user_stop,
-            stop_classification_timeout=stop_classification_timeout,
-            ledger_key=ledger_key,
-        )
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The stock arguments plus ours, under this class's path."""
-        _, kwargs = super().serialize()
-        return _classpath(self), {**kwargs, **self.resumable_kwargs()}
 
     async def cancel_job(self) -> None:
         """``TerminateJob``."""
@@ -116,26 +95,6 @@ class ResumableEmrServerlessStartJobTrigger(ResumableTriggerMixin, EmrServerless
 
     The other arguments are those of ``EmrServerlessStartJobTrigger``.
     """
-
-    def __init__(
-        self,
-        *args: Any,
-        cancel_on_user_stop: bool = True,
-        stop_classification_timeout: float = 3.0,
-        ledger_key: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.init_resumable(
-            cancel_on_user_stop=cancel_on_user_stop,
-            stop_classification_timeout=stop_classification_timeout,
-            ledger_key=ledger_key,
-        )
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The stock arguments plus ours, under this class's path."""
-        _, kwargs = super().serialize()
-        return _classpath(self), {**kwargs, **self.resumable_kwargs()}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """The stock events, each with ``job_details``."""
@@ -175,26 +134,6 @@ class ResumableEmrContainerTrigger(ResumableTriggerMixin, EmrContainerTrigger):
 
     The other arguments are those of ``EmrContainerTrigger``.
     """
-
-    def __init__(
-        self,
-        *args: Any,
-        cancel_on_user_stop: bool = True,
-        stop_classification_timeout: float = 3.0,
-        ledger_key: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.init_resumable(
-            cancel_on_user_stop=cancel_on_user_stop,
-            stop_classification_timeout=stop_classification_timeout,
-            ledger_key=ledger_key,
-        )
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The stock arguments plus ours, under this class's path."""
-        _, kwargs = super().serialize()
-        return _classpath(self), {**kwargs, **self.resumable_kwargs()}
 
     async def cancel_job(self) -> None:
         """``CancelJobRun``; a run that already ended is left as it is."""
@@ -246,28 +185,11 @@ class ResumableEmrAddStepsTrigger(ResumableTriggerMixin, EmrAddStepsTrigger):
     The other arguments are those of ``EmrAddStepsTrigger``.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        cancel_on_user_stop: bool = True,
-        stop_classification_timeout: float = 3.0,
-        ledger_key: str | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.job_flow_id: str = str(self.serialized_fields["job_flow_id"])
         self.step_ids: list[str] = [str(step_id) for step_id in self.serialized_fields["step_ids"]]
         self.waiter_config_overrides = {"acceptors": _STEPS_ENDED_ACCEPTORS}
-        self.init_resumable(
-            cancel_on_user_stop=cancel_on_user_stop,
-            stop_classification_timeout=stop_classification_timeout,
-            ledger_key=ledger_key,
-        )
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The stock arguments plus ours, under this class's path."""
-        _, kwargs = super().serialize()
-        return _classpath(self), {**kwargs, **self.resumable_kwargs()}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """The stock events, each with ``job_flow_id``."""

@@ -6,8 +6,6 @@ The trigger of the resumable Databricks operators in ``deferrable=True`` mode.
 
 from __future__ import annotations
 
-from typing import Any
-
 from airflow.providers.databricks.triggers.databricks import DatabricksExecutionTrigger
 
 from airflow_resumable.triggers import ResumableTriggerMixin
@@ -33,23 +31,3 @@ class ResumableDatabricksExecutionTrigger(ResumableTriggerMixin, DatabricksExecu
     :param ledger_key: the task instance's entry in the ledger of jobs in flight, deleted once the
         run is cancelled (None: no ledger).
     """
-
-    def __init__(
-        self,
-        *args: Any,
-        cancel_on_user_stop: bool = True,
-        stop_classification_timeout: float = 3.0,
-        ledger_key: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.init_resumable(
-            cancel_on_user_stop=cancel_on_user_stop,
-            stop_classification_timeout=stop_classification_timeout,
-            ledger_key=ledger_key,
-        )
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The stock arguments plus ours, under this class's path."""
-        _, kwargs = super().serialize()
-        return f"{type(self).__module__}.{type(self).__qualname__}", {**kwargs, **self.resumable_kwargs()}
