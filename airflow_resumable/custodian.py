@@ -215,19 +215,32 @@ class Custodian:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airflow-resumable-custodian")
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        """Sweep the whole ledger every ``interval`` seconds on a daemon thread, until :meth:`stop`."""
+    def start(self, should_run: Callable[[], bool] | None = None) -> None:
+        """
+        Sweep the whole ledger every ``interval`` seconds on a daemon thread, until :meth:`stop`.
+
+        :param should_run: asked once, at the first tick: False ends the thread without a sweep.
+            (Airflow 3.3 calls ``on_starting`` inside ``Job.__init__``, before the runner sets the
+            job's type, so whether this process is the scheduler is known only a moment later.)
+        """
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._loop, name="airflow-resumable-custodian", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(should_run,), name="airflow-resumable-custodian", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
         """Stop the periodic sweeps (the current one finishes)."""
         self._stop.set()
 
-    def _loop(self) -> None:
+    def _loop(self, should_run: Callable[[], bool] | None) -> None:
         while not self._stop.wait(self.interval):
+            if should_run is not None:
+                if not should_run():
+                    return
+                should_run = None
+                _log().info("The custodian sweeps the ledger of jobs in flight", interval=self.interval)
             self.sweep_safely()
 
     def soon(self, states: dict[TaskIdentity, str | None]) -> None:

@@ -40,8 +40,11 @@ class CustodianListener:
     @hookimpl
     def on_starting(self, component: Any) -> None:
         """In the scheduler: sweep the whole ledger every ``custodian_interval_seconds``."""
-        if getattr(component, "job_type", None) == "SchedulerJob" and self.custodian().interval > 0:
-            self.custodian().start()
+        if not _in_server(component, "airflow.jobs.job", "Job") or self.custodian().interval <= 0:
+            return
+        # Airflow 3.3 calls this from Job.__init__, before the runner sets job_type: decide at
+        # the sweep thread's first tick (the thread of a triggerer or dag-processor then ends).
+        self.custodian().start(should_run=lambda: getattr(component, "job_type", None) == "SchedulerJob")
 
     @hookimpl
     def before_stopping(self, component: Any) -> None:

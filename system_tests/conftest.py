@@ -75,9 +75,15 @@ def cluster(
     once, the sqlite api-server once stalled for 15 s, long enough for the scheduler to fail a
     healthy try as "without a heartbeat" (seen once in five full runs). A SIGKILLed worker is
     retried 10 s later for it.
+
+    The custodian (``airflow_resumable.custodian``) sweeps the ledger of jobs in flight every 5 s
+    instead of 10 s (``[resumable] custodian_interval_seconds``): a deleted DAG run, which no
+    listener hook reports, has its job cancelled by that sweep, and the chaos case that deletes
+    one waits for it.
     """
     env = {
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+        "AIRFLOW__RESUMABLE__CUSTODIAN_INTERVAL_SECONDS": "5",
         **databricks_connection_env(fake_databricks.url),
         **aws_connection_env(moto.url, conn_id=SDK_RETRIES_CONN_ID, max_attempts=3),
         **aws_connection_env(moto.url, max_attempts=1),

@@ -238,3 +238,29 @@ class TestPlugin:
         listener.on_task_instance_failed(None, FakeTaskInstance("d", "r", "t"), "boom")
         listener.on_starting(component=object())
         assert listener._custodian is None
+
+    def test_the_periodic_sweep_runs_in_the_scheduler_only(self) -> None:
+        """on_starting comes before the job's type is set: the sweep decides at its first tick."""
+        import threading
+
+        from airflow.jobs.job import Job
+
+        from airflow_resumable.custodian import Custodian
+        from airflow_resumable.plugin import CustodianListener
+
+        swept = {name: threading.Event() for name in ("SchedulerJob", "TriggererJob")}
+        for job_type, event in swept.items():
+            listener = CustodianListener()
+            listener._custodian = Custodian(interval=0.5)
+            listener._custodian.sweep_safely = lambda *args, event=event, **kwargs: event.set()  # type: ignore[method-assign]
+            job = Job()
+            listener.on_starting(component=job)  # as Job.__init__ does: no type yet
+            job.job_type = job_type  # the runner sets it a moment later
+            thread = listener._custodian._thread
+            assert thread is not None
+            if job_type == "SchedulerJob":
+                assert event.wait(10), "the scheduler's custodian must sweep"
+                listener.before_stopping(component=job)
+            thread.join(10)
+            assert not thread.is_alive()
+        assert not swept["TriggererJob"].is_set(), "only the scheduler sweeps periodically"

@@ -349,18 +349,29 @@ class AirflowCluster(ClusterRestApi):
                 self._processes[name] = new
             finally:
                 self._restarting.discard(name)
-        wait_until(
-            lambda: self._up_since(name, started_at),
-            timeout=timeout,
-            what=f"the restarted {name} up",
-            step=0.5,
-            check=self.check,
-        )
+        self.wait_for_heartbeat(name, started_at, timeout)
         ready_s = time.monotonic() - began
         log.info(
             "restarted %s: old exited %s after %.1fs, new up after %.1fs", name, exit_code, stopped_s, ready_s
         )
         return Restart(name, exit_code, round(stopped_s, 1), round(ready_s, 1), leftovers)
+
+    def wait_for_heartbeat(self, name: str, since: datetime, timeout: float) -> None:
+        """
+        Wait until process ``name`` (``scheduler``, ``dag-processor``, ``triggerer``) is healthy and
+        heartbeated after ``since``; the api-server: until it answers.
+
+        The scheduler heartbeats at the end of a scheduling pass: once it did after ``since``,
+        every pass that began earlier has committed (e.g. none still holds a DAG run that was
+        paused at ``since``).
+        """
+        wait_until(
+            lambda: self._up_since(name, since),
+            timeout=timeout,
+            what=f"a heartbeat of the {name} after {since.isoformat()}",
+            step=0.5,
+            check=self.check,
+        )
 
     def _up_since(self, name: str, started_at: datetime) -> bool:
         """Whether process ``name`` answers (api-server) or heartbeated since ``started_at``."""
@@ -376,7 +387,7 @@ class AirflowCluster(ClusterRestApi):
         if status.get("status") != "healthy" or not beat:
             return False
         at = datetime.fromisoformat(str(beat).replace("Z", "+00:00"))
-        return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)) >= started_at
+        return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)) > started_at
 
     def process_log(self, name: str) -> Path:
         """The stdout/stderr log of process ``name`` (``scheduler``, ``api-server``...), in the home."""

@@ -6,9 +6,11 @@ case takes three). Two things are shared and therefore scheduled:
 
 - **slots**: at most ``slot_limit`` task instances of chaos cases run at once (the cluster's
   LocalExecutor has one more, so a killed worker's replacement never waits);
-- **fault domains**: a fake cloud's fault injection is per endpoint, not per job. A case that
-  injects one (the 5xx storm) runs alone in its domain (the fake Databricks, or one AWS
-  service); no other case of that domain starts while it waits or runs (writer preference).
+- **resources**: every case uses its fault domain (the fake Databricks, or one AWS service), and
+  a deferrable case also the triggerer. A fake cloud's fault injection is per endpoint, not per
+  job: a case that injects one (the 5xx storm) needs its domain alone; a case that restarts the
+  triggerer needs the triggerer alone. No other case using such a resource starts while an
+  exclusive case of it waits or runs (writer preference).
 
 Cases start in the order given (the tests' order), as soon as both allow; a case waiting for
 slots holds back the cases behind it.
@@ -27,12 +29,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Planned:
-    """One case to run: its id, the slots it takes, its fault domain, and how to run it."""
+    """
+    One case to run: its id, the slots it takes, the resources it uses, and how to run it.
+
+    :param uses: the shared resources the case uses (its fault domain, ``triggerer``...).
+    :param exclusive: those of ``uses`` it needs alone.
+    """
 
     case_id: str
     slots: int
-    domain: str
-    exclusive: bool
+    uses: frozenset[str]
+    exclusive: frozenset[str]
     run: Callable[[], Any]
 
 
@@ -49,6 +56,8 @@ class Campaign:
         for case in planned:
             if case.slots > slot_limit:
                 raise ValueError(f"{case.case_id} needs {case.slots} slots, the limit is {slot_limit}")
+            if not case.exclusive <= case.uses:
+                raise ValueError(f"{case.case_id} needs alone what it does not use: {case.exclusive}")
         self._pending = list(planned)
         self._running: list[Planned] = []
         self._threads: list[threading.Thread] = []
@@ -67,18 +76,16 @@ class Campaign:
         """
         The first pending case that may start now, or None.
 
-        A case waiting for its fault domain is passed over; a case waiting for slots is not (the
-        later ones would take the slots as they free up, and a three-slot case would starve).
+        A case waiting for a resource is passed over; a case waiting for slots is not (the later
+        ones would take the slots as they free up, and a three-slot case would starve). A case
+        waits for a resource while a running case holds it alone, while it needs it alone and a
+        running case uses it, or while an earlier pending case needs it alone.
         """
         free = self._slot_limit - sum(r.slots for r in self._running)
         for index, case in enumerate(self._pending):
-            same_domain = [r for r in self._running if r.domain == case.domain]
-            if case.exclusive:
-                blocked = bool(same_domain)
-            else:
-                blocked = any(r.exclusive for r in same_domain) or any(
-                    q.exclusive and q.domain == case.domain for q in self._pending[:index]
-                )
+            blocked = any(r.exclusive & case.uses or case.exclusive & r.uses for r in self._running) or any(
+                q.exclusive & case.uses for q in self._pending[:index]
+            )
             if blocked:
                 continue
             return index if case.slots <= free else None

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -68,8 +69,13 @@ CASES = (
     "clear_after_success",
     "clear_spec_changed",
     "clear_wiped_store",
-    "clear_while_deferred",
-    "mark_failed_while_deferred",
+    "checkpointed_mark_failed",
+    "checkpointed_dag_run_failed",
+    "checkpointed_dag_run_deleted",
+    "crash_mark_failed",
+    "deferred_clear",
+    "deferred_mark_failed",
+    "deferred_triggerer_restart",
 )
 #: The DAG shape (``dags/chaos_resumable.py``) of the cases that do not run on ``chaos_<op>``.
 SHAPES = {
@@ -79,9 +85,31 @@ SHAPES = {
     "clear_while_checkpointed": "_held",
     "clear_after_crash": "_held",
     "clear_wiped_store": "_held",
-    "clear_while_deferred": "_deferrable",
-    "mark_failed_while_deferred": "_deferrable",
+    "checkpointed_mark_failed": "_held",
+    "checkpointed_dag_run_failed": "_held",
+    "checkpointed_dag_run_deleted": "_deletable",
+    "crash_mark_failed": "_held",
+    "deferred_clear": "_deferrable",
+    "deferred_mark_failed": "_deferrable",
+    "deferred_triggerer_restart": "_deferrable",
 }
+#: Cases after which no ledger Variable of the DAG run may be left (figure ``ledger_variables_left``).
+LEDGER_CHECKED = frozenset(
+    {
+        "clear_wiped_store",
+        "checkpointed_mark_failed",
+        "checkpointed_dag_run_failed",
+        "checkpointed_dag_run_deleted",
+        "crash_mark_failed",
+        "deferred_clear",
+        "deferred_mark_failed",
+        "deferred_triggerer_restart",
+    }
+)
+#: What the custodian logs when it cancelled a job (``airflow_resumable.custodian.sweep``).
+CUSTODIAN_CANCELLED = "Cancelled the remote job of a stopped task"
+#: The processes the custodian runs in (their logs say which one cancelled a case's job).
+CUSTODIAN_PROCESSES = ("api-server", "scheduler")
 #: The Variable the DAGs read a part of the job spec from (``dags/chaos_resumable.py``: ``SPEC``).
 SPEC_VARIABLE = "chaos_spec_{tag}"
 #: What a try logs when a stop leaves the job to the next try (``Stop signal classified``).
@@ -161,6 +189,8 @@ class CaseRun:
         self.map_indexes: tuple[int, ...] = MAP_INDEXES if shape == "_mapped" else (-1,)
         self.run_id = ""
         self.figures: dict[str, Any] = {}
+        #: ``time.time()`` when the last action-logged REST call was sent (its lock held).
+        self.sent_at = 0.0
 
     # ------------------------------------------------------------------ events
     def check(self) -> None:
@@ -186,6 +216,7 @@ class CaseRun:
         for attempt in range(1, 4):
             try:
                 with ACTION_LOGGED:
+                    self.sent_at = time.time()
                     return self.cluster.api(method, path, **kwargs)
             except httpx.HTTPStatusError as error:
                 if (
@@ -196,8 +227,11 @@ class CaseRun:
                     raise
         raise AssertionError("unreachable")
 
+    def run_path(self) -> str:
+        return f"/dags/{self.dag_id}/dagRuns/{quote(self.run_id, safe='')}"
+
     def ti_path(self) -> str:
-        return f"/dags/{self.dag_id}/dagRuns/{quote(self.run_id, safe='')}/taskInstances/{TASK}"
+        return f"{self.run_path()}/taskInstances/{TASK}"
 
     def label(self, map_index: int = -1) -> str:
         return f"chaos-{self.tag}" + (f"-{map_index}" if map_index >= 0 else "")
@@ -387,15 +421,19 @@ class CaseRun:
         state = self._wait_for_end(timeout=180)
         self.figures["dag_run"] = state
         getattr(self, f"_after_{self.case}", lambda: None)()
+        if self.case in LEDGER_CHECKED:
+            self.figures["ledger_variables_left"] = self._ledger_left()
+        if "cancel_s" in self.figures:
+            self.figures["cancel_calls"] = sum(len(self.view.cancels(job)) for job in self.all_jobs())
+            self.figures["custodian_in"] = self.custodian_logged()
         outcome = self._collect()
         outcome.figures["duration_s"] = round(time.monotonic() - began, 1)
         return outcome
 
     def _abandon(self) -> None:
         """After a failed case: fail its DAG run and end its jobs, so its tasks free their slots."""
-        path = f"/dags/{self.dag_id}/dagRuns/{quote(self.run_id, safe='')}"
         with contextlib.suppress(Exception):
-            self.action_logged("PATCH", path, json={"state": "failed"})
+            self.action_logged("PATCH", self.run_path(), json={"state": "failed"})
         for job in self.view.jobs(self.label()):
             with contextlib.suppress(Exception):
                 if self.view.active(job):
@@ -408,12 +446,19 @@ class CaseRun:
         Such a late job is unexpected (a duplicate, or a fresh generation where a reconnect was
         due): left running, the DAG run would wait for it until the timeout, instead of the test
         counting it. Figure ``late_jobs_finished``.
+
+        :return: the DAG run's final state, or ``deleted`` when the case deleted it.
         """
         known = {job.key for job in self.all_jobs()}
         late: set[str] = set()
 
         def ended() -> str | None:
-            state = str(self.cluster.dag_run(self.dag_id, self.run_id)["state"])
+            try:
+                state = str(self.cluster.dag_run(self.dag_id, self.run_id)["state"])
+            except httpx.HTTPStatusError as error:
+                if error.response.status_code == 404:
+                    return "deleted"
+                raise
             if state in ("success", "failed"):
                 return state
             for job in self.all_jobs():
@@ -445,9 +490,10 @@ class CaseRun:
         with contextlib.suppress(TimeoutError):  # a cancel may still be on its way to the cloud
             self.wait(lambda: not jobs_alive(), 15, "every job ended", step=0.5)
         tis = {}
-        for map_index in self.map_indexes:
-            ti = self.cluster.task_instance(self.dag_id, self.run_id, TASK, map_index)
-            tis[map_index] = (str(ti["state"]), int(ti["try_number"]))
+        if self.figures["dag_run"] != "deleted":  # a deleted DAG run has no task instances
+            for map_index in self.map_indexes:
+                ti = self.cluster.task_instance(self.dag_id, self.run_id, TASK, map_index)
+                tis[map_index] = (str(ti["state"]), int(ti["try_number"]))
         return Outcome(
             operator=self.operator,
             case=self.case,
@@ -547,15 +593,22 @@ class CaseRun:
         self.reconnect(job, 2, cleared_at)
         self.figures["hand_over_in_try"] = self.tries_logging(HAND_OVER)
 
-    def _clear_while_checkpointed(self) -> None:
+    def checkpointed(self) -> Job:
+        """
+        Poll the job, then SIGTERM the supervisor: the try checkpoints and the task instance waits
+        ``up_for_reschedule`` (10 minutes on the ``_held`` shape: no process polls the job).
+        """
         job = self.job()
         self.wait_polling(job, 1)
         self.processes().signal_supervisor(signal.SIGTERM)
         self.wait_ti({"up_for_reschedule"}, 60)
-        cleared_at = self.clear()
-        self.reconnect(job, 2, cleared_at)
+        return job
 
-    def _clear_after_crash(self) -> None:
+    def crashed(self) -> Job:
+        """
+        Poll the job, then SIGKILL supervisor and task: once the heartbeat timeout failed the try,
+        the task instance waits ``up_for_retry`` (10 minutes on the ``_held`` shape).
+        """
         job = self.job()
         self.wait_polling(job, 1)
         processes = self.processes()
@@ -563,8 +616,73 @@ class CaseRun:
         processes.kill_both()
         self.wait_ti({"up_for_retry"}, self.cluster.heartbeat_timeout + 60)
         self.figures["up_for_retry_after_s"] = round(time.monotonic() - crashed_at, 1)
+        return job
+
+    def user_stop(self, job: Job, method: str, path: str, body: dict[str, Any] | None = None) -> None:
+        """
+        Stop the task as a user does (``method path``), then wait until ``job`` is cancelled.
+
+        Figure ``cancel_s``: seconds from sending the request to the first cancel call in the
+        fake cloud's ledger (both ``time.time()`` on this machine). Once the DAG run ended,
+        :meth:`run` adds ``cancel_calls`` (cancel calls that took effect: a watcher and the
+        custodian may both send one) and ``custodian_in`` (the processes whose log says the
+        custodian cancelled this run's job).
+        """
+        self.action_logged(method, path, **({"json": body} if body is not None else {}))
+        sent_at = self.sent_at
+        # The custodian's periodic sweep (a deleted DAG run) comes within its interval.
+        cancelled_at = self.wait(lambda: self.view.cancelled_at(job), 60, "the job cancelled")
+        self.figures["cancel_s"] = round(cancelled_at - sent_at, 1)
+
+    def custodian_logged(self) -> list[str]:
+        """The processes whose log has the custodian's "cancelled" line for this case's DAG run."""
+        return [
+            name
+            for name in CUSTODIAN_PROCESSES
+            if any(
+                CUSTODIAN_CANCELLED in line and self.run_id in line
+                for line in self.cluster.process_log(name).read_text(errors="replace").splitlines()
+            )
+        ]
+
+    def _clear_while_checkpointed(self) -> None:
+        job = self.checkpointed()
         cleared_at = self.clear()
         self.reconnect(job, 2, cleared_at)
+
+    def _clear_after_crash(self) -> None:
+        job = self.crashed()
+        cleared_at = self.clear()
+        self.reconnect(job, 2, cleared_at)
+
+    def _checkpointed_mark_failed(self) -> None:
+        job = self.checkpointed()
+        self.user_stop(job, "PATCH", self.ti_path(), {"new_state": "failed"})
+
+    def _checkpointed_dag_run_failed(self) -> None:
+        job = self.checkpointed()
+        self.user_stop(job, "PATCH", self.run_path(), {"state": "failed"})
+
+    def _checkpointed_dag_run_deleted(self) -> None:
+        """
+        Delete the DAG run of a checkpointed task; the custodian's periodic sweep cancels the job.
+
+        Airflow 3.3.2 deletes a DAG run only in a "mutable" state (queued, success, failed): a
+        running one is refused with 409 (UI and REST). So the run is set ``queued`` first (that
+        changes no task instance and calls no listener hook). Its DAG (shape ``_deletable``, this
+        case's alone) is paused before, and the case waits for a scheduler heartbeat: a scheduler
+        that starts the queued run again while it is deleted dies (``StaleDataError`` on the
+        ``dag_run`` UPDATE, exit code 1); the scheduler leaves the runs of a paused DAG alone.
+        """
+        job = self.checkpointed()
+        self.action_logged("PATCH", f"/dags/{self.dag_id}", json={"is_paused": True})
+        self.cluster.wait_for_heartbeat("scheduler", datetime.now(timezone.utc), timeout=60)
+        self.action_logged("PATCH", self.run_path(), json={"state": "queued"})
+        self.user_stop(job, "DELETE", self.run_path())
+
+    def _crash_mark_failed(self) -> None:
+        job = self.crashed()
+        self.user_stop(job, "PATCH", self.ti_path(), {"new_state": "failed"})
 
     def _clear_after_success(self) -> None:
         first = self.job()
@@ -608,10 +726,7 @@ class CaseRun:
             self.action_logged("DELETE", f"/variables/{SPEC_VARIABLE.format(tag=self.tag)}")
 
     def _clear_wiped_store(self) -> None:
-        job = self.job()
-        self.wait_polling(job, 1)
-        self.processes().signal_supervisor(signal.SIGTERM)
-        self.wait_ti({"up_for_reschedule"}, 60)
+        job = self.checkpointed()
         self.figures["store_before"] = sorted(self.store_entries())
         self.figures["ledger_variables_before"] = len(self.ledger_variables())
         self.cluster.task_state_store_clear(self.dag_id, self.run_id, TASK)
@@ -619,8 +734,14 @@ class CaseRun:
         cleared_at = self.clear()
         self.reconnect(job, 2, cleared_at)
 
-    def _after_clear_wiped_store(self) -> None:
-        self.figures["ledger_variables_left"] = self.ledger_variables()
+    def _ledger_left(self) -> list[str]:
+        """
+        This run's ledger Variables, once gone (bounded wait: a watcher deletes its entry just
+        after the cancel call, the custodian just after marking the record).
+        """
+        with contextlib.suppress(TimeoutError):
+            self.wait(lambda: not self.ledger_variables(), 15, "the run's ledger Variables gone", step=1.0)
+        return self.ledger_variables()
 
     def store_entries(self) -> dict[str, Any]:
         return self.cluster.task_state_store_entries(self.dag_id, self.run_id, TASK)
@@ -637,19 +758,50 @@ class CaseRun:
         polled = self._or_ended(lambda: any(r.at > deferred_at for r in self.view.reads(job)), -1)
         self.wait(polled, 60, "a status read by the trigger")
 
-    def _clear_while_deferred(self) -> None:
+    def _deferred_clear(self) -> None:
         job = self.job()
         self.wait_trigger_polling(job)
         cleared_at = self.clear()
         self.reconnect(job, 2, cleared_at)
 
-    def _mark_failed_while_deferred(self) -> None:
+    def _deferred_mark_failed(self) -> None:
         job = self.job()
         self.wait_trigger_polling(job)
-        self.action_logged("PATCH", self.ti_path(), json={"new_state": "failed"})
-        marked_at = time.monotonic()
-        self.wait(lambda: self.view.cancelled(job), 60, "the job cancelled")
-        self.figures["cancel_s"] = round(time.monotonic() - marked_at, 1)
+        self.user_stop(job, "PATCH", self.ti_path(), {"new_state": "failed"})
+
+    def _deferred_triggerer_restart(self) -> None:
+        """
+        Restart the triggerer while it polls the job: the new triggerer runs the trigger again.
+
+        The campaign runs this case alone among those that defer (``exclusive`` on the
+        triggerer). Figures: ``triggerer_exit_code``, ``triggerer_stopped_s`` (SIGTERM to exit),
+        ``triggerer_ready_s`` (SIGTERM to the new one's first heartbeat), ``reconnect_s`` (SIGTERM
+        to the new trigger's first status read, on the fake cloud's clock).
+        """
+        job = self.job()
+        self.wait_trigger_polling(job)
+        sigterm_at = time.time()
+        restart = self.cluster.restart("triggerer")
+        self.figures["triggerer_exit_code"] = restart.exit_code
+        self.figures["triggerer_stopped_s"] = restart.stopped_s
+        self.figures["triggerer_ready_s"] = restart.ready_s
+        if restart.leftovers:
+            self.figures["triggerer_leftovers"] = len(restart.leftovers)
+        exited_at = sigterm_at + restart.stopped_s
+        try:
+            read = self.wait(
+                self._or_ended(
+                    lambda: next((r for r in self.view.reads(job) if r.at > exited_at), None),
+                    -1,
+                    self._second_job,
+                ),
+                120,
+                "a status read by the new triggerer",
+            )
+            self.figures["reconnect_s"] = round(read.at - sigterm_at, 1)
+        except (Diverted, TaskEnded) as error:
+            self.figures["diverted"] = str(error)
+        self.finish_all()
 
     def _execution_timeout(self) -> None:
         job = self.job()

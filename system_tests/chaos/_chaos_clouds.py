@@ -114,6 +114,14 @@ class CloudView:
 
     def cancelled(self, job: Job) -> bool:
         """Whether a cancel call for ``job`` took effect."""
+        return self.cancelled_at(job) is not None
+
+    def cancelled_at(self, job: Job) -> float | None:
+        """``time.time()`` (the fake's clock) of the first cancel call for ``job`` that took effect."""
+        return next(iter(self.cancels(job)), None)
+
+    def cancels(self, job: Job) -> list[float]:
+        """When each cancel call for ``job`` that took effect arrived (``time.time()``), oldest first."""
         raise NotImplementedError
 
     def active(self, job: Job) -> bool:
@@ -195,11 +203,12 @@ class DatabricksView(CloudView):
             if e.endpoint == "runs/get" and str(e.run_id) == job.key
         ]
 
-    def cancelled(self, job: Job) -> bool:
-        return any(
-            e.endpoint == "runs/cancel" and e.handled and str(e.run_id) == job.key
+    def cancels(self, job: Job) -> list[float]:
+        return [
+            e.timestamp
             for e in self.ledger.entries()
-        )
+            if e.endpoint == "runs/cancel" and e.handled and str(e.run_id) == job.key
+        ]
 
     def active(self, job: Job) -> bool:
         return self.client.get_run(int(job.key))["state"]["life_cycle_state"] not in _DATABRICKS_TERMINAL
@@ -350,15 +359,16 @@ class AwsView(CloudView):
             if e.service == shape.service and e.operation == shape.status and _names(e, job.ids)
         ]
 
-    def cancelled(self, job: Job) -> bool:
-        return any(
-            e.service == self.shape.service
+    def cancels(self, job: Job) -> list[float]:
+        return [
+            e.at
+            for e in self.ledger.entries()
+            if e.service == self.shape.service
             and e.operation in _AWS_CANCELS
             and e.handled
             and (e.status < 300 or e.fault == "after")
             and set(job.ids) & set(e.job_ids)
-            for e in self.ledger.entries()
-        )
+        ]
 
     def active(self, job: Job) -> bool:
         return any(not self.control.job(job_id)["finished"] for job_id in job.ids)

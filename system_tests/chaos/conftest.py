@@ -32,8 +32,23 @@ if TYPE_CHECKING:
 
 #: Task instances of chaos cases running at once (the cluster has one executor slot more).
 SLOT_LIMIT = 5
+#: The resource every deferrable case uses (``_chaos_campaign``).
+TRIGGERER = "triggerer"
 #: Cases that inject a fault into a fake cloud's shared endpoint: alone in their domain.
-EXCLUSIVE_CASES = frozenset({"storm_5xx", "lost_submit_response"})
+DOMAIN_EXCLUSIVE_CASES = frozenset({"storm_5xx", "lost_submit_response"})
+#: Cases that restart the triggerer: no other deferrable case runs meanwhile.
+TRIGGERER_EXCLUSIVE_CASES = frozenset({"deferred_triggerer_restart"})
+
+
+def resources(run: CaseRun, domain: str) -> tuple[frozenset[str], frozenset[str]]:
+    """What a case uses (its fault domain, the triggerer if it defers) and what it needs alone."""
+    uses = {domain} | ({TRIGGERER} if run.dag_id.endswith("_deferrable") else set())
+    exclusive: set[str] = set()
+    if run.case in DOMAIN_EXCLUSIVE_CASES:
+        exclusive.add(domain)
+    if run.case in TRIGGERER_EXCLUSIVE_CASES:
+        exclusive.add(TRIGGERER)
+    return frozenset(uses), frozenset(exclusive)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +84,7 @@ def campaign(
     chaos_views: dict[str, CloudView],
     chaos_fault_dir: Path,
 ) -> Iterator[Campaign]:
-    """Every selected case of this module, started at once (bounded by slots and fault domains)."""
+    """Every selected case of this module, started at once (bounded by slots and resources)."""
     stopped = threading.Event()
     context = ChaosContext(cluster, chaos_views, chaos_fault_dir, stopped)
     selected = [
@@ -77,16 +92,19 @@ def campaign(
         for item in request.session.items
         if isinstance(item, pytest.Function) and item.module is request.module and hasattr(item, "callspec")
     ]
-    planned = [
-        Planned(
-            case_id=f"{operator}-{case}",
-            slots=3 if case == "mapped_sigterm_all" else 1,
-            domain=chaos_views[operator].domain,
-            exclusive=case in EXCLUSIVE_CASES,
-            run=CaseRun(context, operator, case).run,
+    planned = []
+    for operator, case in selected:
+        run = CaseRun(context, operator, case)
+        uses, exclusive = resources(run, chaos_views[operator].domain)
+        planned.append(
+            Planned(
+                case_id=f"{operator}-{case}",
+                slots=3 if case == "mapped_sigterm_all" else 1,
+                uses=uses,
+                exclusive=exclusive,
+                run=run.run,
+            )
         )
-        for operator, case in selected
-    ]
     for dag_id in sorted({CaseRun(context, operator, case).dag_id for operator, case in selected}):
         cluster.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})  # once, not per trigger
     running = Campaign(planned, SLOT_LIMIT, stopped).start()

@@ -7,14 +7,17 @@ For each operator ``<op>``:
 - ``chaos_<op>_held``: the same, but a checkpoint (``resume_delay``) or a failed try
   (``retry_delay``) waits 10 minutes: the next execution starts when the test clears the task,
   never on its own a few seconds earlier or later than the clear;
+- ``chaos_<op>_deletable``: ``chaos_<op>_held`` for the one case that pauses its DAG to delete a
+  DAG run (``checkpointed_dag_run_deleted``), so that no other case's DAG is paused;
 - ``chaos_<op>_timeout``: the same with ``execution_timeout=8s`` and ``retries=0``;
 - ``chaos_<op>_mapped``: ``.partial(...).expand_kwargs(...)`` over three jobs (map indexes 0-2);
 - ``chaos_<op>_sdk_retries``: like ``chaos_<op>``, but the client library retries too, as in most
   deployments: AWS operators use the connection ``aws_sdk_retries`` (botocore, 3 attempts per
   call), the Databricks ones let the hook try each call 3 times;
-- ``chaos_<op>_deferrable`` (the two Databricks operators only): ``chaos_<op>`` with
-  ``deferrable=True``, the wait handed to the triggerer (the hook's retries as a limit and a
-  delay: the trigger cannot take tenacity objects).
+- ``chaos_<op>_deferrable``: ``chaos_<op>`` with ``deferrable=True``, the wait handed to the
+  triggerer (Databricks: the hook's retries as a limit and a delay, the trigger cannot take
+  tenacity objects; EMR Serverless and EMR steps: ``waiter_max_attempts=600``, as their stock
+  triggers give up after 25 and 60 status calls).
 
 Everything that tells one test's jobs from another's comes from the DAG run's conf: ``tag``
 (part of every job's name, so the suite finds its jobs in the fake cloud's ledger) and the cloud
@@ -66,13 +69,22 @@ DATABRICKS: dict[str, Any] = {
     "polling_period_seconds": 1,
     "databricks_retry_args": {"stop": stop_after_attempt(2), "wait": wait_fixed(0.2)},
 }
-#: Shape ``_deferrable``: the trigger gets the hook's retry arguments, which must be serializable
-#: (tenacity objects are not), so the retries are given as a limit and a delay instead.
-DEFERRABLE: dict[str, Any] = {
+#: Shape ``_deferrable`` of the Databricks operators (instead of ``DATABRICKS``): the trigger gets
+#: the hook's retry arguments, which must be serializable (tenacity objects are not), so the
+#: retries are given as a limit and a delay instead.
+DATABRICKS_DEFERRABLE: dict[str, Any] = {
     "polling_period_seconds": 1,
     "databricks_retry_limit": 2,
     "databricks_retry_delay": 1,
-    "deferrable": True,
+}
+#: Shape ``_deferrable`` of the AWS operators (on top of their shared arguments): the stock EMR
+#: Serverless and EMR steps triggers give up after ``waiter_max_attempts`` status calls (25 and
+#: 60 by default, at 1 s apart here); a held job may wait longer.
+AWS_DEFERRABLE: dict[str, dict[str, Any]] = {
+    "batch": {},
+    "emr_serverless": {"waiter_max_attempts": 600},
+    "emr_containers": {},
+    "emr_steps": {"waiter_max_attempts": 600},
 }
 #: Shape ``_sdk_retries``: the client library's own retries on (the cluster defines the connection).
 SDK_RETRIES: dict[str, dict[str, Any]] = {
@@ -150,25 +162,27 @@ for key, (operator_class, shared, named) in OPERATORS.items():
         operator_class(
             task_id="job", retries=1, retry_delay=timedelta(seconds=1), **RESUMABLE, **shared, **named("")
         )
-    with DAG(f"chaos_{key}_held", schedule=None, catchup=False, tags=tags):
-        operator_class(
-            task_id="job",
-            retries=1,
-            retry_delay=HELD,
-            **(RESUMABLE | {"resume_delay": HELD}),
-            **shared,
-            **named(""),
-        )
-    if key.startswith("databricks"):
-        with DAG(f"chaos_{key}_deferrable", schedule=None, catchup=False, tags=tags):
+    for held in ("_held", "_deletable"):
+        with DAG(f"chaos_{key}{held}", schedule=None, catchup=False, tags=tags):
             operator_class(
                 task_id="job",
                 retries=1,
-                retry_delay=timedelta(seconds=1),
-                **RESUMABLE,
-                **DEFERRABLE,
+                retry_delay=HELD,
+                **(RESUMABLE | {"resume_delay": HELD}),
+                **shared,
                 **named(""),
             )
+    with DAG(f"chaos_{key}_deferrable", schedule=None, catchup=False, tags=tags):
+        deferrable = DATABRICKS_DEFERRABLE if key.startswith("databricks") else shared | AWS_DEFERRABLE[key]
+        operator_class(
+            task_id="job",
+            retries=1,
+            retry_delay=timedelta(seconds=1),
+            deferrable=True,
+            **RESUMABLE,
+            **deferrable,
+            **named(""),
+        )
     with DAG(f"chaos_{key}_timeout", schedule=None, catchup=False, tags=tags):
         timeout = timedelta(seconds=8)
         operator_class(
@@ -193,6 +207,5 @@ for key, (operator_class, shared, named) in OPERATORS.items():
 CHAOS_DAG_IDS = frozenset(
     f"chaos_{key}{shape}"
     for key in OPERATORS
-    for shape in ("", "_held", "_timeout", "_mapped", "_sdk_retries")
-    + (("_deferrable",) if key.startswith("databricks") else ())
+    for shape in ("", "_held", "_deletable", "_timeout", "_mapped", "_sdk_retries", "_deferrable")
 )
