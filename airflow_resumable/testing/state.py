@@ -7,7 +7,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FakeTaskInstance", "InMemoryJobLedger", "InMemoryTaskStateStore", "make_context"]
+__all__ = [
+    "FakeTaskInstance",
+    "InMemoryJobLedger",
+    "InMemoryTaskStateStore",
+    "XComTaskInstance",
+    "make_context",
+]
 
 
 @dataclass
@@ -105,6 +111,21 @@ class FakeTaskInstance:
             raise ConnectionError("API server unreachable")
         key = self.task_id if self.map_index < 0 else f"{self.task_id}_{self.map_index}"
         return {self.run_id: {key: self.server_state}} if self.server_knows else {}
+
+
+@dataclass
+class XComTaskInstance(FakeTaskInstance):
+    """
+    A :class:`FakeTaskInstance` that keeps what the operator pushes to XCom (links included).
+
+    .. versionadded:: 0.2.0
+    """
+
+    xcoms: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        """Record one XCom, as ``RuntimeTaskInstance.xcom_push`` would store it."""
+        self.xcoms[key] = value
 
 
 def make_context(

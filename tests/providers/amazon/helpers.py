@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,12 @@ from airflow_resumable.retry import RetryPolicy
 from airflow_resumable.testing.airflow_env import read_task_state, run_dag
 from airflow_resumable.testing.aws import aws_connection_env
 from airflow_resumable.testing.contract import ScenarioProbe, SimulatedWorkerCrash, finish_on_first_poll
-from airflow_resumable.testing.state import FakeTaskInstance, InMemoryTaskStateStore, make_context
+from airflow_resumable.testing.state import (
+    FakeTaskInstance,
+    InMemoryTaskStateStore,
+    XComTaskInstance,
+    make_context,
+)
 
 if TYPE_CHECKING:
     import pytest
@@ -84,17 +88,6 @@ def record(outcome: DagRunOutcome) -> dict[str, Any]:
 def context() -> dict[str, Any]:
     """A minimal task context for calling an operator's hooks directly."""
     return make_context(InMemoryTaskStateStore())
-
-
-@dataclass
-class XComTaskInstance(FakeTaskInstance):
-    """A FakeTaskInstance that keeps what the operator pushes to XCom (links included)."""
-
-    xcoms: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        """Record one XCom, as ``RuntimeTaskInstance.xcom_push`` would store it."""
-        self.xcoms[key] = value
 
 
 def task_context(

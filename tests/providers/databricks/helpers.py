@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
@@ -11,7 +10,11 @@ from tenacity import stop_after_attempt, wait_fixed, wait_none
 
 from airflow_resumable.ledger import LEDGER_CONTEXT_KEY
 from airflow_resumable.retry import RetryPolicy
-from airflow_resumable.testing.state import FakeTaskInstance, InMemoryJobLedger, InMemoryTaskStateStore
+from airflow_resumable.testing.state import (
+    InMemoryJobLedger,
+    InMemoryTaskStateStore,
+    XComTaskInstance,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,17 +52,6 @@ class FakeDatabricksDriver:
     def expire(self, external_id: JsonValue) -> None:
         """Drop a run from the run history."""
         self.fake.expire_run(int(str(external_id)))
-
-
-@dataclass
-class XComTaskInstance(FakeTaskInstance):
-    """A FakeTaskInstance that keeps what the operator pushes to XCom."""
-
-    xcoms: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        """Record one XCom, as ``RuntimeTaskInstance.xcom_push`` would store it."""
-        self.xcoms[key] = value
 
 
 def task_context(
