@@ -27,6 +27,7 @@ __all__ = [
     "StopMeaning",
     "Watcher",
     "stop_meaning",
+    "watcher_now",
     "watcher_of",
 ]
 
@@ -40,6 +41,9 @@ class Watcher(enum.Enum):
     #: scheduler and the API server) hears a user's stop and cancels it.
     CUSTODIAN = "nobody polls it; the custodian (scheduler, API server) hears a user's stop"
     NONE_NEEDED = "nobody (the job has ended)"
+    #: Not a row of :data:`TABLE`: the record says the job may still be active, but its task is
+    #: finished or gone (or will run again and has not yet): no process polls the job now.
+    NOBODY = "nobody, although the job may still run"
 
 
 class Effect(enum.Enum):
@@ -171,3 +175,32 @@ def watcher_of(state: str) -> Watcher:
         if row.state == state:
             return row.watcher
     raise KeyError(f"no row for task state {state!r}; known: {', '.join(STATES)}")
+
+
+#: Task states in which a process polls the job (:data:`TABLE` rows watched by a worker or a trigger).
+WATCHED_STATES: frozenset[str] = frozenset(
+    row.state for row in TABLE if row.watcher in (Watcher.WORKER, Watcher.TRIGGERER)
+)
+
+
+def watcher_now(state: str | None, *, found: bool = True, job_may_be_active: bool = True) -> Watcher:
+    """
+    Who watches a job right now, from its task instance's state and what its record says.
+
+    The reading of :data:`TABLE` for a job that may still run: a :data:`WATCHED_STATES` state is
+    watched by its worker or trigger, a waiting one (``up_for_reschedule``, ``up_for_retry``) by
+    nobody but the custodian; any other state (finished, gone, or cleared and not yet running
+    again) leaves the job with :attr:`Watcher.NOBODY`. A job that has ended needs nobody.
+
+    :param state: the task instance's state name (None: cleared, or no state yet).
+    :param found: False when the task instance no longer exists (its DAG run was deleted).
+    :param job_may_be_active: False when the record says the job completed or was cancelled.
+
+    .. versionadded:: 0.2.0
+    """
+    if not job_may_be_active:
+        return Watcher.NONE_NEEDED
+    if found and state in STATES:
+        watcher = watcher_of(state)
+        return Watcher.NOBODY if watcher is Watcher.NONE_NEEDED else watcher
+    return Watcher.NOBODY

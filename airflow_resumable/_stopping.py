@@ -179,7 +179,7 @@ class StopHandlingMixin:
                 f"{signal_name} received after {record.resumes} consecutive checkpoints "
                 f"(max_resumes={self.max_resumes}); failing instead of checkpointing again."
             )
-        self._checkpoint(context, store, signal_name, why)
+        self._checkpoint(context, store, signal_name, why, kind=kind.value)
 
     def _hand_over(self, signal_name: str, why: str) -> None:
         """
@@ -202,7 +202,9 @@ class StopHandlingMixin:
             f"{external_id!r} keeps running; the next try reconnects to it."
         )
 
-    def _checkpoint(self, context: Context, store: Any, signal_name: str, why: str) -> None:
+    def _checkpoint(
+        self, context: Context, store: Any, signal_name: str, why: str, *, kind: str = "worker_shutdown"
+    ) -> None:
         ti = context["ti"]
         now = datetime.now(tz=timezone.utc)
         data: dict[str, JsonValue] = {
@@ -210,6 +212,8 @@ class StopHandlingMixin:
             "try_number": int(getattr(ti, "try_number", 0) or 0),
             "signal": signal_name,
             "reason": why,
+            # ``unknown``: the server did not say in time; the "Resumable jobs" page flags it.
+            "kind": kind,
         }
         record = self._current_record
         if record is not None:
@@ -277,9 +281,13 @@ class StopHandlingMixin:
                 error=repr(err),
             )
             self._count("cancel_failed")
+            assert record is not None
+            self._current_record = record.evolve(cancel_failed=cancel_failure(external_id, reason, err))
+            if store is not None:
+                self._save_record(store, self._current_record, context, required=False)
             return False
         assert record is not None
-        self._current_record = record.evolve(phase="cancelled")
+        self._current_record = record.evolve(phase="cancelled", cancel_failed=None)
         if store is not None:
             self._save_record(store, self._current_record, context, required=False)
         self.log.warning("Cancelled the remote job", external_id=external_id, reason=reason)
@@ -299,6 +307,20 @@ class StopHandlingMixin:
         ti = context.get("ti")
         try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
         return isinstance(try_number, int) and isinstance(max_tries, int) and try_number > max_tries
+
+
+def cancel_failure(external_id: JsonValue, reason: str, error: BaseException) -> dict[str, JsonValue]:
+    """
+    What a record keeps of a failed cancel (:attr:`JobRecord.cancel_failed`).
+
+    The error's class name only: its message could echo a request (ids, URLs, a token).
+    """
+    return {
+        "at": datetime.now(tz=timezone.utc).isoformat(timespec="seconds"),
+        "external_id": external_id,
+        "reason": reason,
+        "error": type(error).__name__,
+    }
 
 
 def _map_index(ti: Any) -> int:

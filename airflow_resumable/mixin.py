@@ -16,9 +16,10 @@ from airflow.sdk.exceptions import AirflowRescheduleException, AirflowTaskTimeou
 from airflow.sdk.observability.stats import Stats
 from opentelemetry import trace
 
+from airflow_resumable import _running
 from airflow_resumable._config import setting
 from airflow_resumable._decision import Backend, Decision, decide
-from airflow_resumable._stopping import Interrupted, StopHandlingMixin
+from airflow_resumable._stopping import Interrupted, StopHandlingMixin, cancel_failure
 from airflow_resumable.exceptions import (
     JobFailedError,
     StateStoreUnavailableError,
@@ -270,6 +271,7 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         self._current_record = None
         self._final_status = None
         watch = self._start_watch()
+        self._register_running(context)
         try:
             with watch.catching_sigint():
                 return self._attempt(context, store)
@@ -291,6 +293,7 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
             raise
         finally:
             self._stop_watch()
+            _running.unregister()
 
     def _attempt(self, context: Context, store: TaskStateStoreAccessor | None) -> Any:
         if store is None:
@@ -309,7 +312,9 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         self._raise_if_interrupted()
         if decision.action == "submit":
             if decision.supersedes is not None:
-                self._cancel_superseded(decision.supersedes, context)
+                failure = self._cancel_superseded(decision.supersedes, context)
+                if failure is not None:  # the new generation's record names the job left running
+                    record = record.evolve(cancel_failed=failure)
             self._save_record(store, record, context, required=True)
             self._current_record = record
             external_id = self._submit(record, context)
@@ -328,15 +333,30 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         self._save_record(store, record.evolve(phase="completed"), context, required=False)
         return result
 
-    def _cancel_superseded(self, external_id: JsonValue, context: Context) -> None:
-        """Cancel an earlier generation's job before its spec is replaced (a clear after a fix)."""
+    def _register_running(self, context: Context) -> None:
+        """Tell this host's worker shutdown hooks (:mod:`airflow_resumable.celery`) that it runs here."""
+        ti = context.get("ti")
+        if ti is None:
+            return
+        label = f"{ti.dag_id}.{ti.task_id}[{getattr(ti, 'map_index', -1)}]"
+        try:
+            _running.register(str(getattr(ti, "id", "")), label)
+        except OSError as error:  # only the Celery warm-shutdown bridge needs it: never fail the task
+            self.log.warning("Could not register the running task for worker shutdowns", error=repr(error))
+
+    def _cancel_superseded(self, external_id: JsonValue, context: Context) -> dict[str, JsonValue] | None:
+        """
+        Cancel an earlier generation's job before its spec is replaced (a clear after a fix).
+
+        :return: the failure to keep in the record (:func:`~._stopping.cancel_failure`), or None.
+        """
         if not self.cancel_on_spec_change:
             self.log.warning(
                 "The job spec changed; the earlier generation's job keeps running "
                 "(cancel_on_spec_change is off)",
                 external_id=external_id,
             )
-            return
+            return None
         try:
             self._cloud(self.cancel_job, external_id, context, what="cancel_job")
         except Exception as err:
@@ -348,13 +368,14 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
                 error=repr(err),
             )
             self._count("cancel_failed")
-            return
+            return cancel_failure(external_id, "superseded: the job spec changed", err)
         self.log.warning(
             "Cancelled the remote job of an earlier generation: the job spec changed",
             external_id=external_id,
             reason="superseded",
         )
         self._count("cancel")
+        return None
 
     def _decide(self, store: TaskStateStoreAccessor, context: Context) -> Decision:
         identity = TaskIdentity.from_context(context)

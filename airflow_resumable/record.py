@@ -121,8 +121,18 @@ class JobRecord:
     :param external_id: the cloud's id of the job, once known.
     :param phase: see :data:`Phase`.
     :param resumes: consecutive worker-shutdown checkpoints since the job was last seen progressing.
-    :param interruption: when, on which try and why the last checkpoint happened.
+    :param interruption: when, on which try, on which signal and why the last checkpoint happened;
+        ``kind`` is ``worker_shutdown``, or ``unknown`` when the server did not say in time whether
+        the stop was a worker's or a user's (an *unclassified stop*; ``kind`` is absent in records
+        written before 0.2.0).
     :param updated_at: ISO-8601 UTC time of the last write.
+    :param cancel_failed: set when this package tried to cancel the job and could not: when
+        (``at``), why it meant to (``reason``), the job (``external_id``) and the error's class
+        name (``error``; never its message, which could echo a request). The job may be running
+        unattended. Cleared by a later successful cancel. ``.. versionadded:: 0.2.0`` (absent in
+        older records, read as None).
+    :param created_at: ISO-8601 UTC time this generation's intent was written, just before its
+        submission: the job's age. ``.. versionadded:: 0.2.0`` (None in older records).
     """
 
     generation: int
@@ -134,6 +144,8 @@ class JobRecord:
     resumes: int = 0
     interruption: dict[str, JsonValue] | None = None
     updated_at: str = dataclasses.field(default_factory=_now)
+    cancel_failed: dict[str, JsonValue] | None = None
+    created_at: str | None = None
 
     @classmethod
     def new_intent(
@@ -147,6 +159,7 @@ class JobRecord:
             token=make_submission_token(identity, generation, nonce),
             fingerprint=fingerprint,
             resumes=resumes,
+            created_at=_now(),
         )
 
     def evolve(self, **changes: Any) -> JobRecord:
@@ -167,6 +180,8 @@ class JobRecord:
             "resumes": self.resumes,
             "interruption": cast("JsonValue", self.interruption),
             "updated_at": self.updated_at,
+            "cancel_failed": cast("JsonValue", self.cancel_failed),
+            "created_at": self.created_at,
         }
 
     @classmethod
@@ -200,6 +215,8 @@ class JobRecord:
                 resumes=_field(value, "resumes", int),
                 interruption=_optional(value, "interruption", dict),
                 updated_at=_field(value, "updated_at", str),
+                cancel_failed=_optional(value, "cancel_failed", dict),
+                created_at=_optional(value, "created_at", str),
             )
         except (KeyError, TypeError) as err:
             raise RecordFormatError(str(err)) from err

@@ -21,6 +21,7 @@ import pytest
 from airflow_resumable.testing.cluster import AirflowCluster, airflow_cluster, wait_until
 
 if TYPE_CHECKING:
+    import contextlib
     from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.system
@@ -32,9 +33,15 @@ POLLING = "probe: polling"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    metadata_database: Callable[..., contextlib.AbstractContextManager[str | None]],
+) -> Iterator[AirflowCluster]:
     """One real Airflow deployment for the whole module."""
-    with airflow_cluster(tmp_path_factory, DAGS, dag_ids={DAG_ID}) as started:
+    with (
+        metadata_database(required=False) as database_url,
+        airflow_cluster(tmp_path_factory, DAGS, dag_ids={DAG_ID}, database_url=database_url) as started,
+    ):
         yield started
 
 

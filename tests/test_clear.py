@@ -92,6 +92,8 @@ class TestSpecChangedOnClear:
         assert svc.cancels == [] and len(svc.submissions) == 2
         loud = [e for e in logs if e["log_level"] == "error" and "COULD NOT CANCEL" in e["event"]]
         assert loud and loud[0]["external_id"] == old
+        failed = JobRecord.from_json(store.get(RECORD_KEY)).cancel_failed
+        assert failed is not None and failed["external_id"] == old  # the page flags the old job
 
     def test_unchanged_spec_is_reconnected(self) -> None:
         """The same spec after a clear: the running job is reconnected, nothing cancelled."""

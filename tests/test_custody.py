@@ -8,10 +8,12 @@ from airflow_resumable._custody import (
     ACTIONS,
     STATES,
     TABLE,
+    WATCHED_STATES,
     Effect,
     StopMeaning,
     Watcher,
     stop_meaning,
+    watcher_now,
     watcher_of,
 )
 
@@ -85,3 +87,37 @@ def test_docs_page_renders_the_table() -> None:
     rendered = hooks.custody_table_markdown().splitlines()
     assert len(rendered) == 2 + len(TABLE)
     assert all(f"`{state}`" in "\n".join(rendered) for state in STATES)
+
+
+class TestWatcherNow:
+    """``watcher_now``: who polls a job right now, as the "Resumable jobs" page shows it."""
+
+    @pytest.mark.parametrize(
+        ("state", "expected"),
+        [
+            ("running", Watcher.WORKER),
+            ("deferred", Watcher.TRIGGERER),
+            ("up_for_reschedule", Watcher.CUSTODIAN),
+            ("up_for_retry", Watcher.CUSTODIAN),
+            ("failed", Watcher.NOBODY),
+            ("success", Watcher.NOBODY),
+            ("skipped", Watcher.NOBODY),
+            ("queued", Watcher.NOBODY),
+            (None, Watcher.NOBODY),
+        ],
+    )
+    def test_a_job_that_may_run_follows_the_table(self, state: str | None, expected: Watcher) -> None:
+        """An active job's watcher is the table's for the task state; finished or unknown: nobody."""
+        assert watcher_now(state) is expected
+
+    def test_a_gone_task_instance_leaves_nobody(self) -> None:
+        """A deleted DAG run's job has no watcher, whatever state was last seen."""
+        assert watcher_now("running", found=False) is Watcher.NOBODY
+
+    def test_an_ended_job_needs_nobody(self) -> None:
+        """A completed or cancelled job needs no watcher in any state."""
+        assert watcher_now("running", job_may_be_active=False) is Watcher.NONE_NEEDED
+
+    def test_watched_states_come_from_the_table(self) -> None:
+        """Only the worker's and the trigger's rows count as watched."""
+        assert WATCHED_STATES == {"running", "deferred"}

@@ -145,6 +145,20 @@ class TestWorkerShutdownCheckpoint:
         warned = [e for e in logs if e["log_level"] == "warning" and "not classified in time" in e["event"]]
         assert warned and warned[0]["external_id"] == svc.submissions[0]
 
+    def test_unclassified_stop_is_kept_in_the_record(self, svc: ToyJobService) -> None:
+        """A checkpoint taken on an unanswered stop says so in the record (``kind: unknown``)."""
+        op, store = make(svc, stop_classification_timeout=0.2), InMemoryTaskStateStore()
+        context = make_context(store)
+        context["ti"].server_unreachable = True
+        signal_on_poll(svc, signal.SIGTERM)
+        try:
+            with airflow_sigterm_handler(op), pytest.raises(AirflowRescheduleException):
+                op.execute(context)
+        finally:
+            context["ti"].release_server.set()
+        interruption = JobRecord.from_json(store.get(RECORD_KEY)).interruption
+        assert interruption is not None and interruption["kind"] == "unknown"
+
     def test_next_try_reconnects_after_a_checkpoint(self, svc: ToyJobService) -> None:
         """The try after a checkpoint polls the same job; the resume count is kept."""
         store = InMemoryTaskStateStore()
@@ -253,6 +267,19 @@ class TestTimeoutAndFinalFailure:
             op.execute(make_context(max_tries=0))
         loud = [e for e in logs if e["log_level"] == "error" and "COULD NOT CANCEL" in e["event"]]
         assert loud and loud[0]["external_id"] == svc.submissions[0]
+
+    def test_failed_cancel_is_kept_in_the_record(self, svc: ToyJobService) -> None:
+        """The record names the job whose cancel failed, with the error's class but not its message."""
+        op, store = make(svc), InMemoryTaskStateStore()
+        svc.fail_next("status", 100)
+        svc.fail_next("cancel", 100)
+        with pytest.raises(TransientCloudError):
+            op.execute(make_context(store, max_tries=0))
+        failed = JobRecord.from_json(store.get(RECORD_KEY)).cancel_failed
+        assert failed is not None
+        assert failed["external_id"] == svc.submissions[0]
+        assert failed["error"] == "TransientCloudError"
+        assert "task failed for good" in str(failed["reason"])
 
 
 class TestCancelRace:

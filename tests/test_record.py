@@ -109,3 +109,32 @@ class TestRecordJson:
         stored["phase"] = "exploded"
         with pytest.raises(RecordFormatError, match="unknown phase"):
             JobRecord.from_json(stored)
+
+
+class TestCancelFailedField:
+    def test_a_record_written_before_the_field_still_reads(self) -> None:
+        """A 0.1.0 record (no ``cancel_failed`` key) reads with the field None, same version."""
+        stored = JobRecord.new_intent(IDENTITY, generation=1, fingerprint=None).to_json()
+        del stored["cancel_failed"], stored["created_at"]
+        assert stored["version"] == 1
+        record = JobRecord.from_json(stored)
+        assert record.cancel_failed is None and record.created_at is None
+
+    def test_a_new_intent_knows_when_it_was_written(self) -> None:
+        """``created_at`` is set once per intent and kept by later writes (the job's age)."""
+        intent = JobRecord.new_intent(IDENTITY, generation=1, fingerprint=None)
+        assert intent.created_at is not None
+        assert intent.evolve(phase="submitted").created_at == intent.created_at
+
+    def test_the_field_round_trips(self) -> None:
+        """A recorded cancel failure survives to_json and from_json."""
+        failure = {"at": "2026-01-01T00:00:00+00:00", "external_id": 7, "reason": "user stop", "error": "E"}
+        record = JobRecord.new_intent(IDENTITY, generation=1, fingerprint=None).evolve(cancel_failed=failure)
+        assert JobRecord.from_json(record.to_json()).cancel_failed == failure
+
+    def test_a_non_object_value_is_rejected(self) -> None:
+        """A damaged ``cancel_failed`` (not an object) is reported, not guessed at."""
+        stored = JobRecord.new_intent(IDENTITY, generation=1, fingerprint=None).to_json()
+        stored["cancel_failed"] = "yes"
+        with pytest.raises(RecordFormatError, match="cancel_failed"):
+            JobRecord.from_json(stored)

@@ -1,21 +1,28 @@
 """
 A real Airflow 3 deployment on this machine, for system tests and the demo.
 
-:class:`AirflowCluster` runs ``airflow api-server``, ``airflow scheduler`` (LocalExecutor),
+:class:`AirflowCluster` runs ``airflow api-server``, ``airflow scheduler``,
 ``airflow dag-processor`` and optionally ``airflow triggerer`` as separate processes against a
-throw-away ``AIRFLOW_HOME`` with a sqlite database (LocalExecutor works with sqlite in 3.3.2, no
-setting needed; Airflow opens it in WAL mode), drives them through the public REST API
-(``/api/v2``) and finds the processes of a running task instance, so that a test can disrupt them
-the way a worker shutdown or a crash does.
+throw-away ``AIRFLOW_HOME``, drives them through the public REST API (``/api/v2``) and finds the
+processes of a running task instance, so that a test can disrupt them the way a worker shutdown
+or a crash does.
+
+Two topologies: LocalExecutor on a sqlite database in the home (the default; 3.3.2 needs no
+setting for it and opens sqlite in WAL mode) or on any ``database_url``; and CeleryExecutor
+(``executor="CeleryExecutor"``, a PostgreSQL ``database_url`` and a Redis ``broker_url``), whose
+``airflow celery worker`` processes are started and shut down one by one
+(:meth:`AirflowCluster.start_celery_worker`, :meth:`AirflowCluster.shut_down_celery_worker`).
+Each deployment prefixes its Redis keys with a key of its own, so deployments sharing one Redis
+never take each other's tasks.
 
 Authentication: ``[core] simple_auth_manager_all_admins = True``. The SimpleAuthManager then adds
 an admin JWT to every request itself (``SimpleAllAdminMiddleware``): REST calls need no
 credentials and no ``/auth/token`` round trip.
 
-Finding a task's processes: a LocalExecutor worker *is* the supervisor of the task it runs; its
-process title is then ``airflow worker -- LocalExecutor: <ti id>``. It forks the task process,
-which titles itself ``airflow worker -- <ti id>`` once it got its start-up message. The task
-instance ``id`` comes from the REST API.
+Finding a task's processes: a LocalExecutor worker, and a Celery pool process, *is* the
+supervisor of the task it runs. It forks the task process, which titles itself
+``airflow worker -- <ti id>`` once it got its start-up message; the supervisor is its parent. The
+task instance ``id`` comes from the REST API.
 
 Waiting for events: :meth:`AirflowCluster.wait_for_log_line` reads the task's log file under
 ``AIRFLOW_HOME/logs`` (the supervisor writes there what the task logs), so a test can wait for
@@ -41,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,16 +66,18 @@ from airflow_resumable.testing._cluster_process import (
 from airflow_resumable.testing._cluster_rest import ClusterRestApi
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
 
     import pytest
 
 __all__ = [
     "FAST_SETTINGS",
     "AirflowCluster",
+    "CeleryWorker",
     "ClusterProcessDied",
     "Restart",
     "TaskProcesses",
+    "WorkerStop",
     "airflow_cluster",
     "wait_until",
 ]
@@ -105,7 +114,7 @@ FAST_SETTINGS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class TaskProcesses:
-    """The supervisor (a LocalExecutor worker) of a running task instance, and its task process."""
+    """The supervisor (a LocalExecutor worker or Celery pool process) of a task instance, and its task."""
 
     supervisor_pid: int
     task_pid: int
@@ -118,11 +127,20 @@ class TaskProcesses:
         """Send ``sig`` to the task process only."""
         os.kill(self.task_pid, sig)
 
-    def kill_both(self) -> None:
-        """SIGKILL the supervisor, then the task process: a crash, nobody reports anything."""
+    def kill_both(self) -> tuple[int, ...]:
+        """
+        SIGKILL the supervisor, then the task process: a crash, nobody reports anything.
+
+        :return: the pids that were still running (a zombie does not count) and got the signal.
+        """
+        killed = []
         for pid in (self.supervisor_pid, self.task_pid):
+            alive = _alive(pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+                if alive:
+                    killed.append(pid)
+        return tuple(killed)
 
     def wait_task_gone(self, timeout: float = 30.0) -> float:
         """
@@ -155,13 +173,45 @@ class Restart:
     leftovers: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class CeleryWorker:
+    """
+    One ``airflow celery worker`` of a CeleryExecutor cluster.
+
+    :param name: its process name in the cluster (and its Celery node name's first part).
+    :param concurrency: pool processes, i.e. task instances it runs at once.
+    :param queues: the queues it consumes (Airflow's ``default`` when empty).
+    :param env: environment of this worker only, over the cluster's (e.g. ``celery_config_options``).
+    """
+
+    name: str = "celery-worker"
+    concurrency: int = 4
+    queues: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerStop:
+    """
+    How a Celery worker ended after :meth:`AirflowCluster.shut_down_celery_worker`.
+
+    :param exit_code: its exit code; None when it was still running after the grace and killed.
+    :param stopped_s: seconds from the signal until it exited (or was killed).
+    :param killed: the grace ran out: the worker and every descendant got SIGKILL.
+    """
+
+    exit_code: int | None
+    stopped_s: float
+    killed: bool
+
+
 #: Process name -> the component of ``/monitor/health`` whose heartbeat says it is up.
 _HEALTH_COMPONENT = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
 
 
 class AirflowCluster(ClusterRestApi):
     """
-    A running Airflow deployment: api-server, scheduler (LocalExecutor), dag-processor, triggerer.
+    A running Airflow deployment: api-server, scheduler, dag-processor, triggerer, Celery workers.
 
     REST helpers (``trigger``, ``wait_for_ti_state``, ``mark_ti``...) come from
     :class:`~airflow_resumable.testing._cluster_rest.ClusterRestApi`.
@@ -169,7 +219,15 @@ class AirflowCluster(ClusterRestApi):
     :param dags_folder: the DAG files to serve.
     :param home: ``AIRFLOW_HOME`` to create; a temporary directory (removed on stop) when None.
     :param env: extra environment for every process, applied last (may override the defaults).
-    :param executor_parallelism: LocalExecutor worker processes (``[core] parallelism``).
+    :param executor_parallelism: task instances the scheduler runs at once (``[core] parallelism``;
+        LocalExecutor worker processes).
+    :param database_url: the metadata database's SQLAlchemy URL (e.g. from
+        :func:`~airflow_resumable.testing.services.fresh_postgres_database`); sqlite in the home
+        when None.
+    :param executor: ``LocalExecutor`` or ``CeleryExecutor``.
+    :param broker_url: the Celery broker (CeleryExecutor only); the result backend is the metadata
+        database.
+    :param celery_workers: the Celery workers :meth:`start` launches and waits for.
     :param triggerer: also run ``airflow triggerer``.
     :param dag_ids: DAG ids :meth:`start` waits for; by default every file of ``dags_folder`` that
         Airflow's safe mode parses must have produced a DAG.
@@ -184,6 +242,10 @@ class AirflowCluster(ClusterRestApi):
         env: Mapping[str, str] | None = None,
         executor_parallelism: int = 4,
         *,
+        database_url: str | None = None,
+        executor: str = "LocalExecutor",
+        broker_url: str | None = None,
+        celery_workers: Sequence[CeleryWorker] = (),
         triggerer: bool = False,
         dag_ids: set[str] | None = None,
         start_timeout: float = 180.0,
@@ -198,6 +260,14 @@ class AirflowCluster(ClusterRestApi):
         self.env: dict[str, str] = {}
         self._extra_env = dict(env or {})
         self._parallelism = executor_parallelism
+        if executor not in ("LocalExecutor", "CeleryExecutor"):
+            raise ValueError(f"executor must be LocalExecutor or CeleryExecutor, not {executor!r}")
+        if executor == "CeleryExecutor" and not (broker_url and database_url):
+            raise ValueError("CeleryExecutor needs a broker_url and a database_url (not sqlite)")
+        self.database_url = database_url
+        self.executor = executor
+        self._broker_url = broker_url
+        self._celery_workers = {worker.name: worker for worker in celery_workers}
         self._with_triggerer = triggerer
         self._dag_ids = dag_ids
         self._start_timeout = start_timeout
@@ -227,7 +297,10 @@ class AirflowCluster(ClusterRestApi):
             {
                 "AIRFLOW_HOME": str(self.home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+                    self.database_url or f"sqlite:///{self.home / 'airflow.db'}"
+                ),
+                "AIRFLOW__CORE__EXECUTOR": self.executor,
                 "AIRFLOW__CORE__PARALLELISM": str(self._parallelism),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
                 "AIRFLOW__API__HOST": "127.0.0.1",
@@ -242,6 +315,19 @@ class AirflowCluster(ClusterRestApi):
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.executor == "CeleryExecutor":
+            env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": str(self._broker_url),
+                    "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.database_url}",
+                    # kombu's Redis transport prefixes every key: deployments sharing a Redis
+                    # (parallel test sessions, CI beside a developer's run) never meet.
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": (
+                        f"airflow-test-{secrets.token_hex(4)}:"
+                    ),
+                    "AIRFLOW__CELERY__WORKER_ENABLE_REMOTE_CONTROL": "False",
+                }
+            )
         env.update(self._extra_env)
         return env
 
@@ -273,6 +359,8 @@ class AirflowCluster(ClusterRestApi):
             self._client = httpx.Client(base_url=self.base_url, timeout=30.0)
             for probe, what in ((self._healthy, "healthy processes"), (self._dags_parsed, "parsed DAGs")):
                 wait_until(probe, timeout=max(deadline - time.monotonic(), 1), what=what, check=self.check)
+            for worker in self._celery_workers.values():
+                self.start_celery_worker(worker, timeout=max(deadline - time.monotonic(), 1))
         except BaseException:
             self.stop()
             raise
@@ -355,6 +443,89 @@ class AirflowCluster(ClusterRestApi):
             "restarted %s: old exited %s after %.1fs, new up after %.1fs", name, exit_code, stopped_s, ready_s
         )
         return Restart(name, exit_code, round(stopped_s, 1), round(ready_s, 1), leftovers)
+
+    def start_celery_worker(
+        self, worker: CeleryWorker | str = "celery-worker", timeout: float = 120.0
+    ) -> None:
+        """
+        Start an ``airflow celery worker`` (again, after a shutdown) and wait until it is ready.
+
+        :param worker: the worker, or the name of one given to the cluster.
+        :raises TimeoutError: Celery did not log that the worker is ready within ``timeout``.
+        """
+        if self.executor != "CeleryExecutor":
+            raise RuntimeError("this cluster runs the LocalExecutor: it has no Celery workers")
+        spec = worker if isinstance(worker, CeleryWorker) else self._celery_workers[worker]
+        self._celery_workers[spec.name] = spec
+        node = f"{spec.name}@{secrets.token_hex(3)}"
+        argv = self._airflow(
+            "celery", "worker", "--skip-serve-logs", "--without-mingle", "--without-gossip",
+            "--concurrency", str(spec.concurrency), "--celery-hostname", node,
+            "--pid", str(self.home / f"{spec.name}.pid"),
+        )  # fmt: skip
+        if spec.queues:
+            argv += ["--queues", ",".join(spec.queues)]
+        log_path = self.process_log(spec.name)
+        lines_before = len(log_path.read_text(errors="replace").splitlines()) if log_path.exists() else 0
+        process = ManagedProcess(spec.name, argv, {**self.env, **spec.env}, log_path)
+        process.start()
+        self._processes[spec.name] = process
+
+        def ready() -> bool:
+            lines = log_path.read_text(errors="replace").splitlines()[lines_before:]
+            return any(f"{node} ready." in line for line in lines)
+
+        wait_until(ready, timeout=timeout, what=f"Celery worker {node} ready", check=self.check)
+
+    def shut_down_celery_worker(
+        self, name: str = "celery-worker", sig: int = signal.SIGTERM, grace: float = 30.0
+    ) -> WorkerStop:
+        """
+        Signal the worker's main process as a deployment tool does, wait ``grace``, then kill it all.
+
+        SIGTERM is Celery's warm shutdown (running tasks may finish), SIGQUIT its cold one. After
+        ``grace`` seconds the worker and every descendant (pool processes, supervisors, task
+        processes) get SIGKILL, as a container runtime does when its grace period ends.
+        """
+        with self._restart_lock:
+            process = self._processes[name]
+            self._restarting.add(name)
+        try:
+            descendants = _descendants(process.pid)
+            began = time.monotonic()
+            os.kill(process.pid, sig)
+            try:
+                exit_code: int | None = process.wait(grace)
+                killed = False
+            except TimeoutError:
+                exit_code, killed = None, True
+                descendants += _descendants(process.pid)
+                for proc in [psutil.Process(process.pid), *descendants]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        proc.kill()
+            stopped_s = time.monotonic() - began
+            leftovers = [proc for proc in descendants if _alive(proc.pid)]
+            if leftovers and not killed:
+                log.info("%s exited; killing what it left behind: %s", name, [p.pid for p in leftovers])
+            process.stop(grace=1.0)
+            for proc in leftovers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+        finally:
+            with self._restart_lock:
+                self._processes.pop(name, None)
+                self._restarting.discard(name)
+        log.info("%s stopped after %.1fs (exit code %s, killed: %s)", name, stopped_s, exit_code, killed)
+        return WorkerStop(exit_code, round(stopped_s, 1), killed)
+
+    def crash_celery_worker(self, name: str = "celery-worker") -> None:
+        """SIGKILL the worker and every descendant at once: a node lost, nobody reports anything."""
+        self.shut_down_celery_worker(name, signal.SIGKILL, grace=10.0)
+
+    def celery_worker_pid(self, name: str = "celery-worker") -> int | None:
+        """The process id of a Celery worker's main process; None when it is not running."""
+        process = self._processes.get(name)
+        return process.pid if process is not None else None
 
     def wait_for_heartbeat(self, name: str, since: datetime, timeout: float) -> None:
         """
@@ -463,12 +634,10 @@ class AirflowCluster(ClusterRestApi):
         task_title = f"airflow worker -- {ti['id']}"
 
         def find() -> TaskProcesses | None:
-            for proc in _descendants(self._processes["scheduler"].pid):
-                title = _title(proc)
-                if "LocalExecutor" in title and title.endswith(f": {ti['id']}"):
-                    for child in _children(proc):
-                        if _title(child) == task_title:
-                            return TaskProcesses(supervisor_pid=proc.pid, task_pid=child.pid)
+            for host in list(self._processes.values()):  # the scheduler's and Celery's workers
+                for proc in _descendants(host.pid):
+                    if _title(proc) == task_title and (parent := _parent_pid(proc)) not in (0, host.pid):
+                        return TaskProcesses(supervisor_pid=parent, task_pid=proc.pid)
             return None
 
         what = f"the processes of task instance {ti['id']}"
@@ -523,11 +692,11 @@ def _title(proc: psutil.Process) -> str:
         return ""
 
 
-def _children(proc: psutil.Process) -> list[psutil.Process]:
+def _parent_pid(proc: psutil.Process) -> int:
     try:
-        return list(proc.children())
+        return int(proc.ppid())
     except psutil.NoSuchProcess:
-        return []
+        return 0
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -76,7 +76,11 @@ CASES = (
     "deferred_clear",
     "deferred_mark_failed",
     "deferred_triggerer_restart",
+    "pod_termination",
 )
+#: Seconds a Kubernetes-style termination waits between SIGTERM and SIGKILL (a pod's
+#: ``terminationGracePeriodSeconds``; Kubernetes' default is 30).
+POD_GRACE = 10.0
 #: The DAG shape (``dags/chaos_resumable.py``) of the cases that do not run on ``chaos_<op>``.
 SHAPES = {
     "execution_timeout": "_timeout",
@@ -400,12 +404,12 @@ class CaseRun:
     def run(self) -> Outcome:
         """Trigger, inject this case's fault, finish the job(s), collect the outcome."""
         began = time.monotonic()
-        conf = self.view.conf(self.tag)
         self.run_id = f"chaos__{self.tag}"
-        body = {"dag_run_id": self.run_id, "logical_date": None, "conf": conf}
         try:
             # A fault armed before the trigger: the task's first submit call may come at once.
             getattr(self, f"_before_{self.case}", lambda: None)()
+            conf = self.view.conf(self.tag) | self.extra_conf()
+            body = {"dag_run_id": self.run_id, "logical_date": None, "conf": conf}
             try:  # the DAG was unpaused once for the whole campaign
                 self.action_logged("POST", f"/dags/{self.dag_id}/dagRuns", json=body)
             except httpx.HTTPStatusError as error:
@@ -429,6 +433,10 @@ class CaseRun:
         outcome = self._collect()
         outcome.figures["duration_s"] = round(time.monotonic() - began, 1)
         return outcome
+
+    def extra_conf(self) -> dict[str, Any]:
+        """DAG run conf a case adds to its cloud view's (a subclass's cases)."""
+        return {}
 
     def _abandon(self) -> None:
         """After a failed case: fail its DAG run and end its jobs, so its tasks free their slots."""
@@ -519,6 +527,29 @@ class CaseRun:
         self._disrupt(signal.SIGTERM, job, executions=2)
         self.figures["resumes"] = self.record().get("resumes")
         self.view.finish(job)
+
+    def _pod_termination(self) -> None:
+        """
+        What a KubernetesExecutor pod's end does: SIGTERM to the supervisor alone (a pod's PID 1),
+        ``POD_GRACE`` seconds, then SIGKILL to whatever is left of supervisor and task.
+
+        A LocalExecutor worker (the supervisor here) outlives its task, unlike a pod's PID 1, so
+        the supervisor is always killed at the grace's end; what matters is whether the task
+        process was still running then (figure ``task_killed_at_grace``: it must not be, it
+        checkpointed). Figures also: ``checkpoint_s`` (SIGTERM to ``up_for_reschedule``),
+        ``reconnect_s``.
+        """
+        job = self.job()
+        self.wait_polling(job, 1)
+        processes = self.processes()
+        terminated_at = time.monotonic()
+        processes.signal_supervisor(signal.SIGTERM)
+        self.wait_ti({"up_for_reschedule"}, POD_GRACE)
+        self.figures["checkpoint_s"] = round(time.monotonic() - terminated_at, 1)
+        with contextlib.suppress(TimeoutError):  # what still runs at the grace's end is killed
+            processes.wait_task_gone(max(POD_GRACE - (time.monotonic() - terminated_at), 0.1))
+        self.figures["task_killed_at_grace"] = processes.task_pid in processes.kill_both()
+        self.reconnect(job, 2, terminated_at)
 
     def _sigkill(self) -> None:
         job = self.job()

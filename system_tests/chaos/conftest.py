@@ -84,7 +84,14 @@ def campaign(
     chaos_views: dict[str, CloudView],
     chaos_fault_dir: Path,
 ) -> Iterator[Campaign]:
-    """Every selected case of this module, started at once (bounded by slots and resources)."""
+    """
+    Every selected case of this module, started at once (bounded by slots and resources).
+
+    A module may set ``CASE_RUN`` (a :class:`CaseRun` subclass with cases of its own) and
+    ``SLOT_LIMIT``.
+    """
+    case_run: type[CaseRun] = getattr(request.module, "CASE_RUN", CaseRun)
+    slot_limit: int = getattr(request.module, "SLOT_LIMIT", SLOT_LIMIT)
     stopped = threading.Event()
     context = ChaosContext(cluster, chaos_views, chaos_fault_dir, stopped)
     selected = [
@@ -94,7 +101,7 @@ def campaign(
     ]
     planned = []
     for operator, case in selected:
-        run = CaseRun(context, operator, case)
+        run = case_run(context, operator, case)
         uses, exclusive = resources(run, chaos_views[operator].domain)
         planned.append(
             Planned(
@@ -105,9 +112,9 @@ def campaign(
                 run=run.run,
             )
         )
-    for dag_id in sorted({CaseRun(context, operator, case).dag_id for operator, case in selected}):
+    for dag_id in sorted({case_run(context, operator, case).dag_id for operator, case in selected}):
         cluster.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})  # once, not per trigger
-    running = Campaign(planned, SLOT_LIMIT, stopped).start()
+    running = Campaign(planned, slot_limit, stopped).start()
     try:
         yield running
     finally:

@@ -93,6 +93,9 @@ deferred_triggerer_restart    (``deferrable=True``) while the trigger polls the 
                               triggerer, wait for its exit, start a new one: it runs the trigger
                               again, which polls the same job (no ``on_kill``, no cancel); the
                               case runs alone among the deferrable ones
+pod_termination               a KubernetesExecutor pod's end: SIGTERM to the supervisor alone (the
+                              pod's PID 1), 10 s of grace, then SIGKILL to supervisor and task: the
+                              task checkpointed within the grace, and the next execution reconnects
 ============================  ========================================================================
 
 The shapes of ``dags/chaos_resumable.py`` the cases run on: ``_timeout`` (execution_timeout),
@@ -212,6 +215,7 @@ ORDER = (
     "clear_while_running",
     "deferred_clear",
     "deferred_mark_failed",
+    "pod_termination",
     "sigterm",
     "store_write_fails_once",
     "mark_failed",
@@ -268,6 +272,7 @@ EXPECTED = {
     "deferred_clear": Expected("success", 2),
     "deferred_mark_failed": Expected("failed", 1, cancelled=1),
     "deferred_triggerer_restart": Expected("success", 1),
+    "pod_termination": Expected("success", 1),
 }
 assert sorted(EXPECTED) == sorted(CASES)
 #: Cases after which the next try must have reconnected to the job it was handed.
@@ -279,6 +284,7 @@ RECONNECTS = frozenset(
         "clear_wiped_store",
         "deferred_clear",
         "deferred_triggerer_restart",
+        "pod_termination",
     }
 )
 #: Cases that stop the task as a user does and time the cancel (figure ``cancel_s``).
@@ -356,5 +362,7 @@ def test_chaos_case(campaign: Campaign, operator: str, case: str, capsys: pytest
         # With a token the service replays the job to the re-sent call; without one the call is
         # never re-sent, find_job adopts the job instead.
         assert outcome.submit_calls >= 2 if IDEMPOTENT[operator] else outcome.submit_calls == 1
+    if case == "pod_termination":
+        assert outcome.figures["task_killed_at_grace"] is False, "the task checkpointed within the grace"
     if case in ("sigterm", "three_disruptions"):
         assert outcome.figures.get("resumes", 1) >= 1

@@ -17,7 +17,13 @@ For each operator ``<op>``:
 - ``chaos_<op>_deferrable``: ``chaos_<op>`` with ``deferrable=True``, the wait handed to the
   triggerer (Databricks: the hook's retries as a limit and a delay, the trigger cannot take
   tenacity objects; EMR Serverless and EMR steps: ``waiter_max_attempts=600``, as their stock
-  triggers give up after 25 and 60 status calls).
+  triggers give up after 25 and 60 status calls);
+- ``chaos_<op>_worker_<kind>`` (Databricks submit-run and Batch only; CeleryExecutor,
+  ``chaos/test_chaos_celery.py``): ``chaos_<op>`` on the Celery queue named after the DAG, which
+  one worker of its own serves, so a case can shut that worker down without touching another
+  case's tasks. ``_worker_warm_bridged`` also has a ``bystander``: a plain task that waits for
+  the test to release it (the file ``dag_run.conf['bystander']``) and leaves a
+  ``<file>.signalled`` marker if anything signals it.
 
 Everything that tells one test's jobs from another's comes from the DAG run's conf: ``tag``
 (part of every job's name, so the suite finds its jobs in the fake cloud's ledger) and the cloud
@@ -33,10 +39,12 @@ Serverless and EMR on EKS: the entry point's arguments; EMR steps: ``HadoopJarSt
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, BaseOperator
 from tenacity import stop_after_attempt, wait_fixed
 
 from airflow_resumable.providers.amazon import (
@@ -203,9 +211,53 @@ for key, (operator_class, shared, named) in OPERATORS.items():
             **named(""),
         )
 
+
+class Bystander(BaseOperator):
+    """
+    A task of no resumable operator: it runs until the test creates ``release_file``.
+
+    Its ``on_kill`` (what Airflow runs on a SIGTERM) leaves ``<release_file>.signalled``: a warm
+    shutdown bridge must let such a task finish, never signal it.
+    """
+
+    template_fields = ("release_file",)
+
+    def __init__(self, *, release_file: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.release_file = release_file
+
+    def execute(self, context: Any) -> None:
+        released = Path(self.release_file)
+        while not released.exists():
+            time.sleep(0.2)
+
+    def on_kill(self) -> None:
+        Path(f"{self.release_file}.signalled").write_text("SIGTERM")
+
+
+#: The Celery worker shapes: the queue of each is its DAG id, served by a worker of its own.
+WORKER_SHAPES = ("_worker_warm_bridged", "_worker_warm_plain", "_worker_cold", "_worker_crash")
+CELERY_OPERATORS = ("databricks_submit_run", "batch")
+for key in CELERY_OPERATORS:
+    operator_class, shared, named = OPERATORS[key]
+    for shape in WORKER_SHAPES:
+        dag_id = f"chaos_{key}{shape}"
+        with DAG(dag_id, schedule=None, catchup=False, tags=["airflow_resumable", "chaos", "celery"]):
+            operator_class(
+                task_id="job",
+                queue=dag_id,
+                retries=1,
+                retry_delay=timedelta(seconds=1),
+                **RESUMABLE,
+                **shared,
+                **named(""),
+            )
+            if shape == "_worker_warm_bridged":
+                Bystander(task_id="bystander", queue=dag_id, release_file=CONF.format("bystander"))
+
 #: Every DAG id of this file, for the cluster fixture to wait for.
 CHAOS_DAG_IDS = frozenset(
     f"chaos_{key}{shape}"
     for key in OPERATORS
     for shape in ("", "_held", "_deletable", "_timeout", "_mapped", "_sdk_retries", "_deferrable")
-)
+) | frozenset(f"chaos_{key}{shape}" for key in CELERY_OPERATORS for shape in WORKER_SHAPES)

@@ -1,0 +1,304 @@
+"""
+The "Resumable jobs" page's reads of the metadata database: filtered, counted and paginated in SQL.
+
+One query pages the records in ``task_state_store`` (key :data:`~airflow_resumable.record.RECORD_KEY`)
+joined to their task instances, restricted to the DAGs the user may read, filtered by DAG, phase
+and "needs attention", newest first, with ``LIMIT``/``OFFSET``; two counts give the totals. The
+record's fields are read in SQL with the database's JSON functions (sqlite, PostgreSQL, MySQL).
+Nothing here writes, and nothing calls a cloud.
+
+The ledger (:mod:`airflow_resumable.ledger`) is read twice: which of the shown rows it still holds
+(jobs the custodian can cancel), and its entries whose record is gone (a deleted DAG run, a wiped
+store). Ledger values may be encrypted (Fernet), so they are decoded in Python; the ledger only
+holds jobs in flight, and at most :data:`LEDGER_SCAN_LIMIT` entries are read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import String, and_, func, literal, or_, select, tuple_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from airflow_resumable._custody import WATCHED_STATES
+from airflow_resumable.ledger import LEDGER_KEY_PREFIX, identity_of_entry, ledger_key
+from airflow_resumable.record import RECORD_KEY, TaskIdentity
+from airflow_resumable.ui._rows import ACTIVE_PHASES, ENDED_PHASES, StoredRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from sqlalchemy.orm import Session
+    from sqlalchemy.sql import Select
+
+__all__ = [
+    "LEDGER_SCAN_LIMIT",
+    "JobFilter",
+    "JobPage",
+    "attention_clause",
+    "json_text",
+    "ledger_keys_present",
+    "ledger_only",
+    "query_jobs",
+]
+
+#: Ledger entries read at most to find those whose record is gone.
+LEDGER_SCAN_LIMIT = 1000
+_KNOWN_PHASES = (*ACTIVE_PHASES, *ENDED_PHASES)
+
+
+class json_text(FunctionElement[str]):  # noqa: N801 - a SQL function, named like one
+    """``json_text(column, "a", "b")``: the text at ``$.a.b`` of a JSON text column, NULL if absent."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(json_text, "sqlite")
+def _json_text_sqlite(element: json_text, compiler: Any, **kw: Any) -> str:
+    column, *keys = list(element.clauses)
+    path = "$" + "".join(f'."{key.value}"' for key in keys)
+    document = compiler.process(column, **kw)
+    # json_extract raises on malformed JSON: guard it so one damaged value cannot break the page.
+    return f"CASE WHEN json_valid({document}) THEN json_extract({document}, '{path}') END"
+
+
+@compiles(json_text, "postgresql")
+def _json_text_postgresql(element: json_text, compiler: Any, **kw: Any) -> str:
+    column, *keys = list(element.clauses)
+    path = ",".join(key.value for key in keys)
+    return f"(CAST({compiler.process(column, **kw)} AS JSON) #>> '{{{path}}}')"
+
+
+@compiles(json_text, "mysql")
+def _json_text_mysql(element: json_text, compiler: Any, **kw: Any) -> str:
+    column, *keys = list(element.clauses)
+    path = "$" + "".join(f'."{key.value}"' for key in keys)
+    return f"JSON_UNQUOTE(JSON_EXTRACT({compiler.process(column, **kw)}, '{path}'))"
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """
+    What the user asked for: one DAG, one phase, the attention set, or one task instance.
+
+    :param task: the task-instance tab's one task instance (dag_id, run_id, task_id, map_index).
+    """
+
+    dag_id: str | None = None
+    phase: str | None = None
+    attention_only: bool = False
+    task: TaskIdentity | None = None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of records, the totals of the filtered set, and how long the reads took."""
+
+    records: list[StoredRecord]
+    total: int
+    attention_total: int
+    query_seconds: float
+
+
+def _models() -> tuple[Any, Any]:
+    from airflow.models.task_state_store import TaskStateStoreModel
+    from airflow.models.taskinstance import TaskInstance
+
+    return TaskStateStoreModel, TaskInstance
+
+
+def attention_clause() -> ColumnElement[bool]:
+    """
+    SQL for "needs attention", the definition :func:`._rows.job_row` applies to each row.
+
+    A job that may still run (active phase, or a phase this version cannot read) while no worker or
+    trigger polls it; a record whose cancel failed; a checkpoint taken on an unclassified stop.
+    """
+    tss, ti = _models()
+    phase = json_text(tss.value, literal("phase"))
+    unreadable = or_(phase.is_(None), phase.not_in(_KNOWN_PHASES))
+    active = or_(unreadable, phase.in_(ACTIVE_PHASES))
+    unwatched = or_(ti.task_id.is_(None), ti.state.is_(None), ti.state.not_in(sorted(WATCHED_STATES)))
+    # sqlite and PostgreSQL give NULL for a JSON null, MySQL the text 'null'
+    cancel_failed = func.coalesce(json_text(tss.value, literal("cancel_failed")), "null").not_in(("null", ""))
+    unclassified = json_text(tss.value, literal("interruption"), literal("kind")) == "unknown"
+    return or_(unreadable, and_(active, unwatched), cancel_failed, and_(active, unclassified))
+
+
+def _filtered(statement: Select[Any], readable_dag_ids: Collection[str], filters: JobFilter) -> Select[Any]:
+    tss, ti = _models()
+    statement = statement.select_from(tss).outerjoin(
+        ti,
+        and_(
+            ti.dag_id == tss.dag_id,
+            ti.run_id == tss.run_id,
+            ti.task_id == tss.task_id,
+            ti.map_index == tss.map_index,
+        ),
+    )
+    statement = statement.where(tss.key == RECORD_KEY, tss.dag_id.in_(sorted(readable_dag_ids)))
+    if filters.dag_id:
+        statement = statement.where(tss.dag_id == filters.dag_id)
+    if filters.phase:
+        statement = statement.where(json_text(tss.value, literal("phase")) == filters.phase)
+    if filters.task is not None:
+        task = filters.task
+        statement = statement.where(
+            tss.dag_id == task.dag_id,
+            tss.run_id == task.run_id,
+            tss.task_id == task.task_id,
+            tss.map_index == task.map_index,
+        )
+    return statement
+
+
+def query_jobs(
+    session: Session,
+    *,
+    readable_dag_ids: Collection[str],
+    filters: JobFilter,
+    limit: int,
+    offset: int,
+) -> JobPage:
+    """
+    One page of records (newest write first) of the DAGs in ``readable_dag_ids``, with totals.
+
+    ``limit`` and ``offset`` go to the database; so do the filters and the counts.
+    """
+    tss, ti = _models()
+    began = time.perf_counter()
+    if not readable_dag_ids:
+        return JobPage([], 0, 0, time.perf_counter() - began)
+    columns = select(
+        tss.dag_id,
+        tss.run_id,
+        tss.task_id,
+        tss.map_index,
+        tss.value,
+        tss.updated_at,
+        ti.task_id.label("ti_task_id"),
+        ti.state,
+        func.coalesce(func.nullif(ti.custom_operator_name, ""), ti.operator).label("operator"),
+        ti.try_number,
+    )
+    statement = _filtered(columns, readable_dag_ids, filters)
+    if filters.attention_only:
+        statement = statement.where(attention_clause())
+    statement = statement.order_by(tss.updated_at.desc(), tss.id.desc()).limit(limit).offset(offset)
+    records = [
+        StoredRecord(
+            dag_id=row.dag_id,
+            run_id=row.run_id,
+            task_id=row.task_id,
+            map_index=row.map_index,
+            value=row.value,
+            updated_at=row.updated_at,
+            ti_found=row.ti_task_id is not None,
+            ti_state=None if row.state is None else str(getattr(row.state, "value", row.state)),
+            operator=row.operator,
+            try_number=row.try_number,
+        )
+        for row in session.execute(statement)
+    ]
+    counted = _filtered(
+        select(func.count(), func.count().filter(attention_clause())), readable_dag_ids, filters
+    )
+    total, attention_total = session.execute(counted).one()
+    if filters.attention_only:
+        total = attention_total
+    return JobPage(records, int(total), int(attention_total), time.perf_counter() - began)
+
+
+def ledger_keys_present(session: Session, identities: Collection[TaskIdentity]) -> set[TaskIdentity]:
+    """Which of these task instances still have a ledger entry (a job the custodian can reach)."""
+    from airflow.models.variable import Variable
+
+    keys = {ledger_key(identity): identity for identity in identities}
+    if not keys:
+        return set()
+    present = session.scalars(select(Variable.key).where(Variable.key.in_(sorted(keys))))
+    return {keys[key] for key in present}
+
+
+def ledger_only(
+    session: Session,
+    *,
+    readable_dag_ids: Collection[str],
+    filters: JobFilter,
+    scan_limit: int = LEDGER_SCAN_LIMIT,
+) -> list[StoredRecord]:
+    """
+    Ledger entries of readable DAGs whose record is no longer in the task state store.
+
+    Such a job may still run, but the store cannot show it: its DAG run was deleted (the store's
+    rows go with it), or its store was wiped. Reads at most ``scan_limit`` ledger entries.
+    """
+    from airflow.models.variable import Variable
+
+    tss, ti = _models()
+    variables = session.scalars(
+        select(Variable)
+        .where(Variable.key.like(LEDGER_KEY_PREFIX.replace("_", r"\_") + "%", escape="\\"))
+        .order_by(Variable.id)
+        .limit(scan_limit)
+    )
+    entries: dict[TaskIdentity, str] = {}
+    for variable in variables:
+        try:
+            raw = variable.val
+            identity = identity_of_entry(json.loads(raw or "null"))
+        except ValueError:
+            continue
+        if identity is None or ledger_key(identity) != variable.key or identity.dag_id not in readable_dag_ids:
+            continue
+        if filters.dag_id and identity.dag_id != filters.dag_id:
+            continue
+        if filters.task is not None and identity != filters.task:
+            continue
+        entries[identity] = raw
+    if not entries:
+        return []
+    wanted = [(i.dag_id, i.run_id, i.task_id, i.map_index) for i in entries]
+    identity_columns = (tss.dag_id, tss.run_id, tss.task_id, tss.map_index)
+    stored = {
+        TaskIdentity(*row)
+        for row in session.execute(
+            select(*identity_columns).where(tss.key == RECORD_KEY, tuple_(*identity_columns).in_(wanted))
+        )
+    }
+    ti_columns = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+    states = {
+        TaskIdentity(*row[:4]): row[4]
+        for row in session.execute(
+            select(*ti_columns, ti.state, ti.operator).where(tuple_(*ti_columns).in_(wanted))
+        )
+    }
+    return [
+        StoredRecord(
+            dag_id=identity.dag_id,
+            run_id=identity.run_id,
+            task_id=identity.task_id,
+            map_index=identity.map_index,
+            value=raw,
+            ti_found=identity in states,
+            ti_state=states.get(identity),
+            source="ledger",
+        )
+        for identity, raw in entries.items()
+        if identity not in stored and (not filters.phase or _phase_of(raw) == filters.phase)
+    ]
+
+
+def _phase_of(raw: str) -> str | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    phase = value.get("phase") if isinstance(value, dict) else None
+    return phase if isinstance(phase, str) else None
+
