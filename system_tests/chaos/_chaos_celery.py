@@ -89,6 +89,8 @@ class _Background:
 class CeleryCaseRun(CaseRun):
     """A chaos case on a CeleryExecutor deployment (worker-level cases added)."""
 
+    ledger_checked = frozenset({*WORKER_CASES, "sigterm", "sigkill", "lost_submit_response"})
+
     def __init__(self, context: ChaosContext, operator: str, case: str) -> None:
         super().__init__(context, operator, case)
         self.worker: CeleryWorker | None = None

@@ -124,6 +124,8 @@ def test_celery_chaos_case(
     assert outcome.tis == {-1: (expected.state, expected.try_number)}
     assert len(outcome.cancelled) == expected.cancelled
     figures = outcome.figures
+    if case != "mark_failed":
+        assert figures["ledger_variables_left"] == [], "the ledger Variable outlived the job"
     if case == "worker_warm_bridged":
         assert figures["checkpoint_s"] <= 10, "the bridge makes the task checkpoint at once"
         assert figures["worker_waits_for_bystander"], "the worker still waits for the plain task"
