@@ -119,9 +119,14 @@ def _states(cluster: AirflowCluster, run_id: str) -> list[str]:
     return [str(ti["state"]) for ti in found["task_instances"] if ti["task_id"] in TASKS]
 
 
-def _log_count(cluster: AirflowCluster, run_id: str, text: str) -> int:
+def _log_count(cluster: AirflowCluster, run_id: str, *texts: str) -> int:
+    """Lines of the DAG run's task logs that contain every one of ``texts``."""
     folder = cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
-    return sum(path.read_text(errors="replace").count(text) for path in folder.rglob("attempt=*.log"))
+    return sum(
+        all(text in line for text in texts)
+        for path in folder.rglob("attempt=*.log")
+        for line in path.read_text(errors="replace").splitlines()
+    )
 
 
 def _polling(cluster: AirflowCluster, clouds: Clouds, label: str, began: float) -> dict[str, tuple[str, str]]:
@@ -211,8 +216,8 @@ def run_topology(topology: str, clouds: Clouds, clouds_env: dict[str, str], conf
             topology,
             len(jobs),
             round(checkpointed_s, 1),
-            _log_count(cluster, run_id, '"kind":"unknown"'),
-            _log_count(cluster, run_id, '"kind":"worker_shutdown"'),
+            _log_count(cluster, run_id, '"event":"Stop signal classified"', '"kind":"unknown"'),
+            _log_count(cluster, run_id, '"event":"Checkpoint: worker shutdown'),
             clouds.created(label),
             None if worker_exit_s is None else round(worker_exit_s, 1),
             round(resumed_s, 1),
