@@ -1,15 +1,20 @@
 """
 The Celery warm-shutdown bridge and the registry of running resumable tasks it reads.
 
-Real processes and real signals: each test starts child processes of the test process (which
-plays the Celery worker), one registered as a resumable task, one not, and checks which of them
-the bridge signals.
+Real processes and real signals: the test process plays the Celery worker; under it, two
+"supervisors" (pool processes) each run a task process, one registered as a resumable task, one
+not. The supervisors ignore SIGTERM and forward nothing, as the warm-shutting-down supervisor of
+apache/airflow#69034 does: the bridge must reach the task process itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,16 +34,25 @@ if TYPE_CHECKING:
 #: A child that registers itself (or not), notes a SIGTERM in a file, and runs until killed.
 CHILD = textwrap.dedent(
     """
-    import signal, sys, time
+    import os, signal, sys, time
     from pathlib import Path
     from airflow_resumable import _running
     marker = Path(sys.argv[1])
     signal.signal(signal.SIGTERM, lambda *_: marker.write_text("SIGTERM"))
     if sys.argv[2] == "resumable":
         _running.register("ti-" + marker.stem, "dag.job[-1]")
-    marker.with_suffix(".ready").write_text("")
+    marker.with_suffix(".ready").write_text(str(os.getpid()))
     while True:
         time.sleep(0.05)
+    """
+)
+
+#: A supervisor that ignores SIGTERM (forwards nothing) and runs the task process.
+SUPERVISOR = textwrap.dedent(
+    """
+    import signal, subprocess, sys
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    subprocess.run([sys.executable, "-c", sys.argv[1], *sys.argv[2:]])
     """
 )
 
@@ -51,23 +65,31 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-Children = dict[str, tuple["subprocess.Popen[bytes]", "Path"]]
+#: kind -> (task process id, the file its SIGTERM handler writes)
+Children = dict[str, tuple[int, "Path"]]
+
+
+def _written(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 @pytest.fixture
 def children(tmp_path: Path) -> Iterator[Children]:
-    """A resumable task process and a plain one, children of this process, ready."""
-    started = {}
+    """Two supervisors under this process, each running a task (resumable, plain), ready."""
+    started: Children = {}
+    supervisors = []
     for kind in ("resumable", "plain"):
         marker = tmp_path / f"{kind}.signal"
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(marker), kind])
-        started[kind] = (proc, marker)
-    for _, marker in started.values():
-        wait_until(marker.with_suffix(".ready").exists, timeout=30, what=f"{marker.stem} ready", step=0.05)
+        supervisors.append(subprocess.Popen([sys.executable, "-c", SUPERVISOR, CHILD, str(marker), kind]))
+        ready = marker.with_suffix(".ready")
+        wait_until(functools.partial(_written, ready), timeout=30, what=f"{kind} ready", step=0.05)
+        started[kind] = (int(ready.read_text()), marker)
     yield started
-    for proc, _ in started.values():
-        proc.kill()
-        proc.wait(10)
+    for task_pid, _ in started.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(task_pid, signal.SIGKILL)
+    for supervisor in supervisors:
+        supervisor.wait(10)
 
 
 def test_register_writes_ids_only_and_unregister_removes_it(runtime_dir: Path) -> None:
@@ -96,11 +118,11 @@ def test_entries_of_ended_or_reused_processes_are_pruned(runtime_dir: Path) -> N
 def test_bridge_signals_resumable_tasks_only(
     children: Children,
 ) -> None:
-    """The resumable task process gets SIGTERM; the plain task is left alone."""
-    (resumable, resumable_marker), (_, plain_marker) = children["resumable"], children["plain"]
-    assert [task.task_pid for task in resumable_tasks_under(os.getpid())] == [resumable.pid]
+    """The resumable task gets SIGTERM, through a supervisor that forwards nothing; the plain one not."""
+    (resumable_pid, resumable_marker), (_, plain_marker) = children["resumable"], children["plain"]
+    assert [task.task_pid for task in resumable_tasks_under(os.getpid())] == [resumable_pid]
     signalled = checkpoint_resumable_tasks()
-    assert [task.task_pid for task in signalled] == [resumable.pid]
+    assert [task.task_pid for task in signalled] == [resumable_pid]
     wait_until(resumable_marker.exists, timeout=10, what="the SIGTERM noted", step=0.05)
     assert not plain_marker.exists(), "a task of another operator must not be signalled"
 
@@ -121,15 +143,21 @@ def test_tasks_of_another_worker_are_not_signalled(
 
 
 @pytest.mark.parametrize(("how", "signalled"), [("Warm", True), ("Cold", False)])
-def test_worker_shutting_down_receiver(children: Children, how: str, signalled: bool) -> None:
+def test_worker_shutting_down_receiver(
+    children: Children, how: str, signalled: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     """Celery's worker_shutting_down signal checkpoints resumable tasks on a warm shutdown only."""
+    caplog.set_level(logging.INFO, logger="airflow_resumable.celery")
     worker_shutting_down.send(sender="celery@test", sig="SIGTERM", how=how, exitcode=0)
-    marker = children["resumable"][1]
+    asked = [r.getMessage() for r in caplog.records if "asked" in r.getMessage()]
     if signalled:
-        wait_until(marker.exists, timeout=10, what="the SIGTERM noted", step=0.05)
+        assert asked == [
+            "airflow_resumable: SIGTERM warm shutdown: asked 1 resumable task(s) to checkpoint: "
+            "dag.job[-1]; other tasks are left to finish"
+        ]
+        wait_until(children["resumable"][1].exists, timeout=10, what="the SIGTERM noted", step=0.05)
     else:
-        children["resumable"][0].poll()
-        assert not marker.exists(), "a cold shutdown is Celery's own: the bridge does nothing"
+        assert asked == [], "a cold shutdown is Celery's own: the bridge signals nothing"
     assert not children["plain"][1].exists()
 
 
@@ -139,3 +167,24 @@ def test_celery_config_is_airflows_default() -> None:
 
     assert CELERY_CONFIG == DEFAULT_CELERY_CONFIG
     assert CELERY_CONFIG is not DEFAULT_CELERY_CONFIG
+
+
+def test_a_resumable_operator_is_registered_while_it_watches_its_job() -> None:
+    """While the engine polls, this process is registered (under the task's label); afterwards not."""
+    from airflow_resumable.testing.state import InMemoryTaskStateStore, make_context
+    from airflow_resumable.testing.toy import ToyJobOperator, toy_service
+
+    svc = toy_service(f"bridge-{os.getpid()}")
+    svc.complete_after_polls = 2
+    seen: list[list[str]] = []
+    real_status = svc.status
+
+    def spy(job_id: str) -> str:
+        seen.append([task.label for task in _running.running_tasks() if task.task_pid == os.getpid()])
+        return real_status(job_id)
+
+    op = ToyJobOperator(task_id="job", service=svc.name, command="echo hi", poll_interval=0)
+    svc.status = spy  # type: ignore[method-assign]
+    op.execute(make_context(InMemoryTaskStateStore(), dag_id="dag", task_id="job"))
+    assert seen and all(labels == ["dag.job[-1]"] for labels in seen)
+    assert _running.running_tasks() == [], "the entry is removed when the task stops watching"
