@@ -80,18 +80,36 @@ def setting(name: str) -> Any:
     return getter(SECTION, name, fallback=option.default)
 
 
+def default_text(option: Option) -> str:
+    """The default as Airflow's configuration parser takes it: a string (``True``, ``15.0``, ``3``)."""
+    return str(option.default)
+
+
 def provider_config() -> dict[str, Any]:
-    """The ``config`` entry of the provider info, generated from :data:`OPTIONS`."""
+    """
+    The ``config`` entry of the provider info, generated from :data:`OPTIONS`.
+
+    Airflow's parser needs every ``default`` as a string, and prints it as the option's value
+    (``airflow config list --section resumable --show-values``; Airflow 3.3 hides values unless
+    asked). The description says the default as well, for ``--include-descriptions`` without
+    ``--show-values``, and whether an operator argument overrides it; ``example`` is left out,
+    since it would only repeat the default.
+    """
     return {
         SECTION: {
             "description": "Defaults of airflow_resumable's operators; operator arguments override them.",
             "options": {
                 name: {
-                    "description": option.description,
+                    "description": f"{option.description} Default: {default_text(option)}."
+                    + (
+                        f" Operator argument: {name.removesuffix('_seconds')}."
+                        if option.per_operator
+                        else " Deployment-wide (no operator argument)."
+                    ),
                     "version_added": option.version_added,
                     "type": option.type,
-                    "example": str(option.default),
-                    "default": str(option.default),
+                    "example": None,
+                    "default": default_text(option),
                 }
                 for name, option in OPTIONS.items()
             },

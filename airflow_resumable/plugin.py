@@ -1,5 +1,6 @@
 """
-The provider's Airflow plugin: it starts the custodian (:mod:`airflow_resumable.custodian`).
+The provider's Airflow plugin: it starts the custodian (:mod:`airflow_resumable.custodian`) and
+serves the "Resumable jobs" page (:mod:`airflow_resumable.ui`) from the API server.
 
 Registered through the ``airflow.plugins`` entry point (which Airflow always loads; a provider
 info's ``plugins`` only with lazy provider discovery off), so installing the package is the only
@@ -97,8 +98,43 @@ def _in_server(value: Any, module: str, name: str) -> bool:
     return isinstance(value, model)
 
 
+#: The page in the UI: Browse > Resumable jobs, and a tab of every task instance. The ``href`` is
+#: the app's own path; the UI fills in ``{DAG_ID}``, ``{RUN_ID}``, ``{TASK_ID}``, ``{MAP_INDEX}``.
+#: The ``url_route`` values are part of bookmarked UI addresses: never rename them.
+EXTERNAL_VIEWS: list[dict[str, Any]] = [
+    {
+        "name": "Resumable jobs",
+        "href": "/resumable/jobs",
+        "destination": "nav",
+        "category": "browse",
+        "url_route": "resumable-jobs",
+    },
+    {
+        "name": "Resumable job",
+        "href": "/resumable/jobs?dag_id={DAG_ID}&run_id={RUN_ID}&task_id={TASK_ID}&map_index={MAP_INDEX}",
+        "destination": "task_instance",
+        "url_route": "resumable-job",
+    },
+]
+
+_APPS: list[dict[str, Any]] = []
+
+
 class ResumablePlugin(AirflowPlugin):
-    """airflow_resumable's plugin: the custodian's listener."""
+    """airflow_resumable's plugin: the custodian's listener and the "Resumable jobs" page."""
 
     name = "airflow_resumable"
     listeners = [CustodianListener()]
+    external_views = EXTERNAL_VIEWS
+
+    @property
+    def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]  # lazy; Airflow only reads it
+        """
+        The page's app, built on first access: only the API server asks, so task processes,
+        which load plugins too, never import FastAPI for it.
+        """
+        if not _APPS:
+            from airflow_resumable.ui import URL_PREFIX, create_app
+
+            _APPS.append({"app": create_app(), "url_prefix": URL_PREFIX, "name": "Resumable jobs"})
+        return _APPS

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 DAGS = Path(__file__).parent / "dags"
+#: Seconds the remote jobs compute before the worker shuts down: the work a cancel throws away.
+WORK_BEFORE_SHUTDOWN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,20 @@ class Remote:
     cancelled: Callable[[str], list[str]]
     polled_since: Callable[[str, float], bool]  # job id, wall time -> polled since then?
     finish: Callable[[str], None]
+    #: job id -> (started, ended or None while it runs), wall-clock seconds, from the fake's ledger
+    lifetime: Callable[[str], tuple[float, float | None]]
+
+    def lost_seconds(self, name: str) -> float:
+        """
+        Remote compute that produced nothing: every job of ``name`` but the one whose result the
+        task returned (the last), from its start to its cancel or end (or now, if it still runs).
+        """
+        now = time.time()
+        lost = 0.0
+        for job in self.jobs(name)[:-1]:
+            started, ended = self.lifetime(job)
+            lost += max(0.0, (ended or now) - started)
+        return lost
 
 
 def databricks_remote(fake: FakeDatabricksProcess) -> Remote:
@@ -62,6 +78,10 @@ def databricks_remote(fake: FakeDatabricksProcess) -> Remote:
     def polled_since(job: str, since: float) -> bool:
         return any(str(e.run_id) == job and e.timestamp > since for e in client.calls("runs/get"))
 
+    def lifetime(job: str) -> tuple[float, float | None]:
+        run = client.get_run(int(job))  # the fake's start_time / end_time (ms), set on cancel and end
+        return run["start_time"] / 1000, (run["end_time"] / 1000) or None
+
     return Remote(
         "databricks_run",
         "Databricks run",
@@ -69,6 +89,7 @@ def databricks_remote(fake: FakeDatabricksProcess) -> Remote:
         cancelled,
         polled_since,
         lambda job: client.finish_run(int(job), "SUCCESS"),
+        lifetime,
     )
 
 
@@ -92,9 +113,19 @@ def aws_remote(
     def polled_since(job: str, since: float) -> bool:
         return any(job in e.job_ids and e.at > since and not e.created for e in client.ledger())
 
-    return Remote(
-        task_id, kind, jobs, cancelled, polled_since, lambda job: client.finish(job, succeeded=True)
-    )
+    finished_at: dict[str, float] = {}
+
+    def finish(job: str) -> None:
+        client.finish(job, succeeded=True)
+        finished_at[job] = time.time()
+
+    def lifetime(job: str) -> tuple[float, float | None]:
+        """Submitted when the ledger's submit call created it; ended at its first cancel call."""
+        started = next(e.at for e in client.submissions(service) if job in e.created)
+        cancels = [e.at for e in client.cancels(service) if job in e.job_ids]
+        return started, min(cancels) if cancels else finished_at.get(job)
+
+    return Remote(task_id, kind, jobs, cancelled, polled_since, finish, lifetime)
 
 
 @dataclass
@@ -107,6 +138,7 @@ class Outcome:
     tries: int
     state: str
     recovery_s: float
+    lost_s: float
 
 
 def say(message: str) -> None:
@@ -125,6 +157,8 @@ def run_once(
     processes = {r.task_id: cluster.task_processes(dag_id, r.task_id, run_id) for r in remotes}
     for r in remotes:
         say(f"{r.kind} {firsts[r.task_id]} is running; {r.task_id} is polling it")
+    # Not a wait for an event: the jobs do some work first, as real ones would before a deploy.
+    time.sleep(WORK_BEFORE_SHUTDOWN_S)
     fault_at = time.monotonic()
     for p in processes.values():
         p.signal_supervisor(signal.SIGTERM)
@@ -166,6 +200,7 @@ def run_once(
                 ti["try_number"],
                 ti["state"],
                 recovery[r.task_id],
+                r.lost_seconds(name),
             )
         )
     return outcomes
@@ -197,9 +232,27 @@ def main() -> int:
         ]
         outcomes = run_once(cluster, remotes, "demo_stock", conf, "stock")
         outcomes += run_once(cluster, remotes, "demo_resumable", conf, "resumable")
-    header = ("operator", "remote jobs", "cancelled", "duplicates", "tries", "task", "back after")
+    header = (
+        "operator",
+        "remote jobs",
+        "cancelled",
+        "duplicates",
+        "remote work lost",
+        "tries",
+        "task",
+        "back after",
+    )
     rows = [
-        (o.label, o.submitted, o.cancelled, o.submitted - 1, o.tries, o.state, f"{o.recovery_s:.1f}s")
+        (
+            o.label,
+            o.submitted,
+            o.cancelled,
+            o.submitted - 1,
+            f"{o.lost_s:.1f}s",
+            o.tries,
+            o.state,
+            f"{o.recovery_s:.1f}s",
+        )
         for o in outcomes
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
@@ -208,6 +261,11 @@ def main() -> int:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
     resumable = [o for o in outcomes if o.label.startswith("resumable")]
     ok = all((o.submitted, o.cancelled, o.tries, o.state) == (1, 0, 1, "success") for o in resumable)
+    print(
+        "\nremote work lost: seconds of remote compute that produced nothing (cancelled jobs until "
+        "their cancel,\nduplicates until they ended), from the fake clouds' records of each job's "
+        "start, cancel and end."
+    )
     print(f"\nDone in {time.monotonic() - started:.0f}s; every process the demo started is stopped.")
     if ok:
         print("Resumable: every job was reconnected, nothing was submitted twice, no retry was burned.")

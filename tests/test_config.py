@@ -64,3 +64,43 @@ def test_airflow_lists_the_provider() -> None:
         check=True,
     ).stdout
     assert any(line.startswith("airflow-resumable") and __version__ in line for line in out.splitlines())
+
+
+class TestAirflowConfigList:
+    """`airflow config list --section resumable` shows each option with its default and description."""
+
+    @staticmethod
+    def listing(tmp_path: object, *flags: str, env: dict[str, str] | None = None) -> str:
+        import os
+
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        environment.update({"AIRFLOW_HOME": str(tmp_path), **(env or {})})
+        return subprocess.run(
+            [sys.executable, "-m", "airflow", "config", "list", "--section", "resumable", *flags],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=environment,
+        ).stdout
+
+    def test_every_option_shows_its_default_and_description(self, tmp_path: object) -> None:
+        """With --show-values every option's value is its built-in default, under its description."""
+        from airflow_resumable._config import OPTIONS, default_text
+
+        out = self.listing(tmp_path, "--show-values", "--include-descriptions")
+        values = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line and line[0] != "#")
+        assert values == {name: default_text(option) for name, option in OPTIONS.items()}
+        for name, option in OPTIONS.items():
+            assert f"# {option.description} Default: {default_text(option)}." in out, name
+
+    def test_descriptions_say_the_default_even_with_values_hidden(self, tmp_path: object) -> None:
+        """Airflow 3.3 hides values unless asked; the description still names the default."""
+        out = self.listing(tmp_path, "--include-descriptions")
+        assert "# resume_delay_seconds = " in out.splitlines()  # the value itself is hidden
+        assert "Default: 15.0. Operator argument: resume_delay." in out
+        assert "Default: 10.0. Deployment-wide (no operator argument)." in out
+
+    def test_a_configured_value_is_listed_instead(self, tmp_path: object) -> None:
+        """An environment variable's value replaces the default in the listing."""
+        out = self.listing(tmp_path, "--show-values", env={"AIRFLOW__RESUMABLE__MAX_RESUMES": "5"})
+        assert "max_resumes = 5" in out.splitlines()

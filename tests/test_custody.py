@@ -120,4 +120,4 @@ class TestWatcherNow:
 
     def test_watched_states_come_from_the_table(self) -> None:
         """Only the worker's and the trigger's rows count as watched."""
-        assert WATCHED_STATES == {"running", "deferred"}
+        assert frozenset({"running", "deferred"}) == WATCHED_STATES

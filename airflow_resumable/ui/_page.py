@@ -53,10 +53,14 @@ nav.pages{margin-top:12px;display:flex;gap:12px}
 {% if not single %}
 <form method="get">
   <label>DAG<select name="dag_id"><option value="">all DAGs</option>
-  {% for dag in dag_ids %}<option value="{{ dag }}"{% if dag == filters.dag_id %} selected{% endif %}>{{ dag }}</option>{% endfor %}
+  {% for dag in dag_ids %}
+  <option value="{{ dag }}"{% if dag == filters.dag_id %} selected{% endif %}>{{ dag }}</option>
+  {% endfor %}
   </select></label>
   <label>Phase<select name="phase"><option value="">any phase</option>
-  {% for phase in phases %}<option{% if phase == filters.phase %} selected{% endif %}>{{ phase }}</option>{% endfor %}
+  {% for phase in phases %}
+  <option{% if phase == filters.phase %} selected{% endif %}>{{ phase }}</option>
+  {% endfor %}
   </select></label>
   <label>Show<select name="attention">
   <option value="">every record</option>
@@ -70,22 +74,28 @@ nav.pages{margin-top:12px;display:flex;gap:12px}
 <th>Phase</th><th>Task state</th><th>Watched by</th><th>Checkpoints</th><th>Age</th></tr></thead>
 <tbody>
 {% for row in rows %}
-<tr class="job{% if row.attention %} attention{% endif %}" data-dag="{{ row.dag_id }}" data-task="{{ row.task_id }}"
-    data-phase="{{ row.phase }}" data-attention="{{ 'yes' if row.attention else 'no' }}">
+<tr class="job{% if row.attention %} attention{% endif %}"
+    data-dag="{{ row.dag_id }}" data-task="{{ row.task_id }}" data-phase="{{ row.phase }}"
+    data-attention="{{ 'yes' if row.attention else 'no' }}">
 <td>{{ row.dag_id }}</td><td class="mono">{{ row.run_id }}</td><td>{{ row.task_id }}</td>
 <td>{{ row.map_index if row.map_index >= 0 else '' }}</td><td>{{ row.operator }}</td>
 <td class="mono">{% if row.external_id is none %}<span class="muted">none yet</span>
 {% elif row.link %}<a href="{{ row.link }}" target="_blank" rel="noopener">{{ row.external_id }}</a>
 {% else %}{{ row.external_id }}{% endif %}</td>
 <td>{{ row.generation if row.generation is not none else '' }}</td>
-<td><span class="phase phase-{{ row.phase }}">{{ row.phase }}</span>{% if row.source == 'ledger' %} <span class="muted">(ledger only)</span>{% endif %}</td>
+<td><span class="phase phase-{{ row.phase }}">{{ row.phase }}</span>
+{% if row.source == 'ledger' %}<span class="muted">(ledger only)</span>{% endif %}</td>
 <td>{{ row.ti_state }}</td><td>{{ row.watched_by }}</td>
-<td class="checkpoints">{% if row.checkpoints %}{{ row.checkpoints }}<br><span class="muted">{{ row.last_checkpoint_at }} {{ row.last_checkpoint_signal or '' }}</span>{% else %}0{% endif %}</td>
+<td class="checkpoints">{% if row.checkpoints %}{{ row.checkpoints }}<br><span class="muted">
+{{ (row.last_checkpoint_at or '')[:19]|replace('T', ' ') }} {{ row.last_checkpoint_signal or '' }}</span>
+{%- else %}0{% endif %}</td>
 <td>{{ age(row.age_seconds) }}</td>
 </tr>
-{% if row.attention %}<tr class="why-row attention"><td colspan="12" class="why">needs attention: {{ row.attention|join('; ') }}</td></tr>{% endif %}
+{% if row.attention %}<tr class="why-row attention">
+<td colspan="12" class="why">needs attention: {{ row.attention|join('; ') }}</td></tr>{% endif %}
 {% else %}
-<tr><td colspan="12" class="muted">No resumable job records{% if filters.dag_id or filters.phase or filters.attention_only %} match{% endif %}.</td></tr>
+<tr><td colspan="12" class="muted">No resumable job records
+{%- if filters.dag_id or filters.phase or filters.attention_only %} match{% endif %}.</td></tr>
 {% endfor %}
 </tbody></table>
 {% if pages > 1 %}
@@ -133,7 +143,9 @@ def render_page(view: PageView) -> str:
         subtitle += f"[{task.map_index}]" if task.map_index >= 0 else ""
         subtitle += f", run {task.run_id}"
     else:
-        subtitle = "Every remote job record of the DAGs you may read: what the task state store and the ledger say."
+        subtitle = (
+            "Every remote job record of the DAGs you may read: what the task state store and the ledger say."
+        )
 
     def page_href(number: int) -> str:
         return f"{view.base_path}?{urlencode({**query, 'page': number})}"

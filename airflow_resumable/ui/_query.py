@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
     from sqlalchemy.orm import Session
-    from sqlalchemy.sql import Select
 
 __all__ = [
     "LEDGER_SCAN_LIMIT",
@@ -51,7 +50,7 @@ LEDGER_SCAN_LIMIT = 1000
 _KNOWN_PHASES = (*ACTIVE_PHASES, *ENDED_PHASES)
 
 
-class json_text(FunctionElement[str]):  # noqa: N801 - a SQL function, named like one
+class json_text(FunctionElement[str]):
     """``json_text(column, "a", "b")``: the text at ``$.a.b`` of a JSON text column, NULL if absent."""
 
     type = String()
@@ -130,7 +129,8 @@ def attention_clause() -> ColumnElement[bool]:
     return or_(unreadable, and_(active, unwatched), cancel_failed, and_(active, unclassified))
 
 
-def _filtered(statement: Select[Any], readable_dag_ids: Collection[str], filters: JobFilter) -> Select[Any]:
+def _filtered(statement: Any, readable_dag_ids: Collection[str], filters: JobFilter) -> Any:
+    """``statement`` (a select) over the records of readable DAGs, with the filters but the attention one."""
     tss, ti = _models()
     statement = statement.select_from(tss).outerjoin(
         ti,
@@ -254,7 +254,11 @@ def ledger_only(
             identity = identity_of_entry(json.loads(raw or "null"))
         except ValueError:
             continue
-        if identity is None or ledger_key(identity) != variable.key or identity.dag_id not in readable_dag_ids:
+        if (
+            identity is None
+            or ledger_key(identity) != variable.key
+            or identity.dag_id not in readable_dag_ids
+        ):
             continue
         if filters.dag_id and identity.dag_id != filters.dag_id:
             continue
@@ -301,4 +305,3 @@ def _phase_of(raw: str) -> str | None:
         return None
     phase = value.get("phase") if isinstance(value, dict) else None
     return phase if isinstance(phase, str) else None
-

@@ -180,7 +180,9 @@ class CeleryCaseRun(CaseRun):
         job = self.job()
         self.wait_polling(job, 1)
         shutdown_at = time.monotonic()
-        stop = self._shut_down(signal.SIGQUIT, BOUNDED_GRACE).result(BOUNDED_GRACE + 30)
+        shutdown = self._shut_down(signal.SIGQUIT, BOUNDED_GRACE)
+        self._wait_checkpointed(shutdown_at)
+        stop = shutdown.result(BOUNDED_GRACE + 30)
         self.figures["worker_exit_s"] = stop.stopped_s
         self.figures["worker_killed"] = stop.killed
         self.figures["checkpointed"] = bool(self.tries_logging(CHECKPOINT_LINE))

@@ -138,6 +138,7 @@ def test_celery_chaos_case(
         assert figures["worker_killed"] is True, "the warm shutdown waited for the task until the grace"
     if case == "worker_cold":
         assert figures["checkpointed"] is True
+        assert figures["checkpoint_s"] <= 10, "Celery's SIGTERM to the pool reaches the task at once"
         assert figures["worker_killed"] is False
     if case == "lost_submit_response":
         assert figures["lost_responses"] == 1, "the first submit call's answer was lost"

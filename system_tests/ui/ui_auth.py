@@ -29,17 +29,25 @@ ONLY_DAGS: dict[str, frozenset[str]] = {"bob": frozenset({"ui_jobs_other"})}
 class PerUserDagAuthManager(SimpleAuthManager):
     """SimpleAuthManager, with DAG access restricted per user (:data:`ONLY_DAGS`)."""
 
-    def is_authorized_dag(self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None) -> bool:
+    def is_authorized_dag(
+        self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
+    ) -> bool:
         """Deny a restricted user every DAG outside its list; otherwise as the SimpleAuthManager."""
         allowed = ONLY_DAGS.get(user.get_name())
         if allowed is not None and details is not None and details.id and details.id not in allowed:
             return False
-        return super().is_authorized_dag(method=method, user=user, access_entity=access_entity, details=details)
+        return super().is_authorized_dag(
+            method=method, user=user, access_entity=access_entity, details=details
+        )
 
-    def filter_authorized_dag_ids(self, *, dag_ids: set[str], user: Any, method: Any = "GET", team_name: Any = None) -> set[str]:
+    def filter_authorized_dag_ids(
+        self, *, dag_ids: set[str], user: Any, method: Any = "GET", team_name: Any = None
+    ) -> set[str]:
         """The readable subset of ``dag_ids``."""
         allowed = ONLY_DAGS.get(user.get_name())
-        readable = super().filter_authorized_dag_ids(dag_ids=dag_ids, user=user, method=method, team_name=team_name)
+        readable = super().filter_authorized_dag_ids(
+            dag_ids=dag_ids, user=user, method=method, team_name=team_name
+        )
         return readable if allowed is None else readable & allowed
 
     def get_fastapi_middlewares(self) -> list[Any]:

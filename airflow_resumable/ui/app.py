@@ -1,0 +1,249 @@
+"""
+The "Resumable jobs" web app, served by Airflow's API server under :data:`URL_PREFIX`.
+
+**Purpose:** one place to see every remote job the deployment is responsible for: its phase, who
+watches it now, its checkpoints, and which ones need attention (nobody watches a job that may
+still run, a cancel failed, a stop could not be classified).
+
+**How it works:** the provider's plugin (:class:`airflow_resumable.plugin.ResumablePlugin`)
+registers this FastAPI app in ``fastapi_apps``, and two ``external_views``: a "Resumable jobs" entry
+in the Browse menu and a "Resumable job" tab on the task instance page; both show the HTML page in
+the Airflow UI. Requests are authenticated like the REST API's (the UI's JWT cookie, or an
+``Authorization: Bearer`` token), and authorized by the configured auth manager: access to task
+instances, and only the DAGs the user may read (``get_authorized_dag_ids``). Reads only; it never
+calls a cloud.
+
+Routes (under ``/resumable``):
+
+- ``GET /jobs``: the HTML page; query ``dag_id``, ``phase``, ``attention=1``, ``page``, or
+  ``dag_id`` + ``run_id`` + ``task_id`` + ``map_index`` for one task instance (the tab);
+- ``GET /api/jobs``: the same as JSON (``jobs``, ``total_entries``, ``attention_entries``,
+  ``query_ms``), with ``limit`` and ``offset``.
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from airflow.api_fastapi.common.db.common import SessionDep  # noqa: TC002 - FastAPI reads it at runtime
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from airflow_resumable.record import TaskIdentity
+from airflow_resumable.ui._page import PageView, render_page
+from airflow_resumable.ui._query import JobFilter, ledger_keys_present, ledger_only, query_jobs
+from airflow_resumable.ui._rows import ACTIVE_PHASES, ENDED_PHASES, job_row
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from airflow_resumable.ui._rows import JobRow
+
+__all__ = ["PAGE_SIZE", "URL_PREFIX", "create_app"]
+
+#: Where the API server mounts the app. Part of the external views' links: never change it.
+URL_PREFIX = "/resumable"
+#: Rows per page of the HTML page (and the JSON endpoint's default ``limit``).
+PAGE_SIZE = 50
+#: The JSON endpoint's largest ``limit``.
+MAX_LIMIT = 500
+_PHASES = (*ACTIVE_PHASES, *ENDED_PHASES)
+
+
+async def _user_or_none(request: Request) -> Any:
+    """The request's user (cookie or bearer token), or None when it carries no valid credential."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    authorization = request.headers.get("authorization", "")
+    credentials = None
+    if authorization.lower().startswith("bearer "):
+        from fastapi.security import HTTPAuthorizationCredentials
+
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=authorization[7:])
+    try:
+        return await get_user(request, None, credentials)
+    except HTTPException:
+        return None
+
+
+UserDep = Annotated[Any, Depends(_user_or_none)]
+
+
+def _readable_dag_ids(user: Any, session: Session) -> set[str]:
+    """The DAGs ``user`` may read task instances of, as the auth manager says."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+
+    manager = get_auth_manager()
+    if not manager.is_authorized_dag(method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, user=user):
+        raise HTTPException(403, "Forbidden: the user may not read task instances")
+    return set(manager.get_authorized_dag_ids(user=user, method="GET", session=session))
+
+
+def _filters(
+    dag_id: str | None,
+    phase: str | None,
+    attention: str | None,
+    run_id: str | None,
+    task_id: str | None,
+    map_index: int,
+) -> JobFilter:
+    if phase and phase not in _PHASES:
+        raise HTTPException(422, f"phase must be one of {', '.join(_PHASES)}")
+    task = None
+    if dag_id and run_id and task_id:
+        task = TaskIdentity(dag_id, run_id, task_id, map_index)
+    return JobFilter(
+        dag_id=dag_id or None,
+        phase=phase or None,
+        attention_only=attention in ("1", "true", "yes"),
+        task=task,
+    )
+
+
+def _rows(
+    session: Session, readable: set[str], filters: JobFilter, limit: int, offset: int
+) -> tuple[list[JobRow], list[JobRow], int, int, float]:
+    began = time.perf_counter()
+    page = query_jobs(session, readable_dag_ids=readable, filters=filters, limit=limit, offset=offset)
+    rows = [job_row(record) for record in page.records]
+    extra = [job_row(r) for r in ledger_only(session, readable_dag_ids=readable, filters=filters)]
+    if filters.attention_only:
+        extra = [row for row in extra if row.attention]
+    rows = _with_ledger_notes(session, rows)
+    rows, extra = _with_links(session, rows), _with_links(session, extra)
+    return rows, extra, page.total, page.attention_total + len(extra), time.perf_counter() - began
+
+
+def _with_ledger_notes(session: Session, rows: list[JobRow]) -> list[JobRow]:
+    """Say so on rows whose job may run unwatched while the ledger no longer holds it."""
+    flagged = {
+        TaskIdentity(r.dag_id, r.run_id, r.task_id, r.map_index)
+        for r in rows
+        if r.phase in ACTIVE_PHASES and r.attention
+    }
+    present = ledger_keys_present(session, flagged)
+    note = "not in the ledger: the custodian cannot cancel it on a user's stop"
+    return [
+        dataclasses.replace(row, attention=(*row.attention, note))
+        if (identity := TaskIdentity(row.dag_id, row.run_id, row.task_id, row.map_index)) in flagged
+        and identity not in present
+        else row
+        for row in rows
+    ]
+
+
+def _with_links(session: Session, rows: list[JobRow]) -> list[JobRow]:
+    """Each row with the operator's own extra link for its job (what the task instance page shows)."""
+    from airflow.models.dagbag import DBDagBag
+
+    bag = DBDagBag()
+    dags: dict[str, Any] = {}
+    return [dataclasses.replace(row, link=_link(session, bag, dags, row)) for row in rows]
+
+
+def _link(session: Session, bag: Any, dags: dict[str, Any], row: JobRow) -> str | None:
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    if row.external_id is None or row.ti_state == "gone":
+        return None
+    try:
+        if row.dag_id not in dags:
+            dags[row.dag_id] = bag.get_latest_version_of_dag(row.dag_id, session=session)
+        dag = dags[row.dag_id]
+        if dag is None or not dag.has_task(row.task_id):
+            return None
+        task = dag.get_task(row.task_id)
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == row.dag_id,
+                TaskInstance.run_id == row.run_id,
+                TaskInstance.task_id == row.task_id,
+                TaskInstance.map_index == row.map_index,
+            )
+        )
+        if ti is None:
+            return None
+        for name in sorted(task.extra_links):
+            url = task.get_extra_links(ti, name)
+            if url:
+                return str(url)
+    except Exception:  # a link is a convenience: a broken one never breaks the page
+        return None
+    return None
+
+
+def create_app() -> FastAPI:
+    """The app the plugin registers; see the module docstring for its routes."""
+    app = FastAPI(title="Resumable jobs", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/jobs", response_class=HTMLResponse)
+    def jobs_page(
+        request: Request,
+        user: UserDep,
+        session: SessionDep,
+        dag_id: str | None = None,
+        phase: str | None = None,
+        attention: str | None = None,
+        run_id: str | None = None,
+        task_id: str | None = None,
+        map_index: int = -1,
+        page: Annotated[int, Query(ge=1)] = 1,
+    ) -> Any:
+        """The HTML page; without a valid login, a redirect to the auth manager's login page."""
+        if user is None:
+            from airflow.api_fastapi.app import get_auth_manager
+
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), 307)
+        readable = _readable_dag_ids(user, session)
+        filters = _filters(dag_id, phase, attention, run_id, task_id, map_index)
+        offset = (page - 1) * PAGE_SIZE
+        rows, extra, total, attention_total, seconds = _rows(session, readable, filters, PAGE_SIZE, offset)
+        view = PageView(
+            rows=rows,
+            ledger_only=extra,
+            filters=filters,
+            dag_ids=sorted(readable),
+            total=total,
+            attention_total=attention_total,
+            page=page,
+            page_size=PAGE_SIZE,
+            query_seconds=seconds,
+            base_path=request.url.path,
+        )
+        return HTMLResponse(render_page(view))
+
+    @app.get("/api/jobs")
+    def jobs_json(
+        user: UserDep,
+        session: SessionDep,
+        dag_id: str | None = None,
+        phase: str | None = None,
+        attention: str | None = None,
+        run_id: str | None = None,
+        task_id: str | None = None,
+        map_index: int = -1,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = PAGE_SIZE,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """The records as JSON; 401 without a valid credential."""
+        if user is None:
+            raise HTTPException(401, "Not authenticated")
+        readable = _readable_dag_ids(user, session)
+        filters = _filters(dag_id, phase, attention, run_id, task_id, map_index)
+        rows, extra, total, attention_total, seconds = _rows(session, readable, filters, limit, offset)
+        shown = [*(extra if offset == 0 else []), *rows]
+        return {
+            "jobs": [row.to_json() for row in shown],
+            "total_entries": total,
+            "attention_entries": attention_total,
+            "ledger_only_entries": len(extra),
+            "query_ms": round(seconds * 1000, 1),
+        }
+
+    return app
