@@ -21,7 +21,8 @@ from airflow_resumable.testing.cluster import AirflowCluster, airflow_cluster
 from airflow_resumable.testing.databricks import FakeDatabricksProcess, databricks_connection_env
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import contextlib
+    from collections.abc import Callable, Iterator
 
 HERE = Path(__file__).parent
 DAGS = HERE / "dags"
@@ -31,9 +32,15 @@ PASSWORDS = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12
 
 @pytest.fixture(scope="module")
 def ui_cluster(
-    tmp_path_factory: pytest.TempPathFactory, fake_databricks: FakeDatabricksProcess
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_databricks: FakeDatabricksProcess,
+    metadata_database: Callable[..., contextlib.AbstractContextManager[str | None]],
 ) -> Iterator[AirflowCluster]:
-    """Airflow with the per-user auth manager and two users, against the session's fake Databricks."""
+    """
+    Airflow with the per-user auth manager and two users, against the session's fake Databricks,
+    on a fresh PostgreSQL database (the page's SQL reads the records with PostgreSQL's JSON
+    operators there; sqlite where the machine has no PostgreSQL).
+    """
     passwords = tmp_path_factory.mktemp("ui-auth") / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
     python_path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
@@ -46,7 +53,17 @@ def ui_cluster(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
     }
     dag_ids = {"ui_jobs", "ui_jobs_other"}
-    with airflow_cluster(tmp_path_factory, DAGS, env=env, executor_parallelism=3, dag_ids=dag_ids) as started:
+    with (
+        metadata_database(required=False) as database_url,
+        airflow_cluster(
+            tmp_path_factory,
+            DAGS,
+            env=env,
+            executor_parallelism=3,
+            dag_ids=dag_ids,
+            database_url=database_url,
+        ) as started,
+    ):
         yield started
 
 
