@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleExcept
 
 from airflow_resumable.exceptions import HandedOverError, ResumeLimitError, StoppedByUserError
 from airflow_resumable.interruption import InterruptionWatch, StopKind, classify_stop
+from airflow_resumable.record import cancel_failure
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -307,20 +308,6 @@ class StopHandlingMixin:
         ti = context.get("ti")
         try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
         return isinstance(try_number, int) and isinstance(max_tries, int) and try_number > max_tries
-
-
-def cancel_failure(external_id: JsonValue, reason: str, error: BaseException) -> dict[str, JsonValue]:
-    """
-    What a record keeps of a failed cancel (:attr:`JobRecord.cancel_failed`).
-
-    The error's class name only: its message could echo a request (ids, URLs, a token).
-    """
-    return {
-        "at": datetime.now(tz=timezone.utc).isoformat(timespec="seconds"),
-        "external_id": external_id,
-        "reason": reason,
-        "error": type(error).__name__,
-    }
 
 
 def _map_index(ti: Any) -> int:

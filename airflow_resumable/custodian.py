@@ -48,7 +48,7 @@ from airflow_resumable.ledger import (
     identity_of_entry,
     ledger_key,
 )
-from airflow_resumable.record import RECORD_KEY, JobRecord, RecordFormatError, TaskIdentity
+from airflow_resumable.record import RECORD_KEY, JobRecord, RecordFormatError, TaskIdentity, cancel_failure
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -117,6 +117,7 @@ def sweep(
     mark_cancelled: Callable[[LedgerItem], None],
     count_attempt: Callable[[LedgerItem], None],
     log: Any,
+    mark_cancel_failed: Callable[[LedgerItem, dict[str, JsonValue]], None] | None = None,
 ) -> SweepReport:
     """
     Cancel the jobs whose task instance no longer intends them; leave every other one alone.
@@ -124,6 +125,8 @@ def sweep(
     Pure over the injected I/O, so every row is testable without Airflow.
 
     :param task_state: (found, state name) of a task instance, read just before acting.
+    :param mark_cancel_failed: records on the task's record that the custodian gave up on the
+        cancel (:attr:`JobRecord.cancel_failed`, what the "Resumable jobs" page flags).
     """
     report = SweepReport()
     for item in items:
@@ -166,6 +169,10 @@ def sweep(
                     attempts=item.attempts + 1,
                     error=repr(err),
                 )
+                if mark_cancel_failed is not None:
+                    mark_cancel_failed(
+                        item, cancel_failure(external_id, "custodian: the task was stopped", err)
+                    )
                 forget(item)
             else:
                 log.warning(
@@ -304,6 +311,7 @@ class Custodian:
             mark_cancelled=self._mark_cancelled,
             count_attempt=self._count_attempt,
             log=_log(),
+            mark_cancel_failed=self._mark_cancel_failed,
         )
 
     def _items(self, keys: list[str] | None) -> list[LedgerItem]:
@@ -378,6 +386,15 @@ class Custodian:
     @staticmethod
     def _mark_cancelled(item: LedgerItem) -> None:
         """The task's record says ``cancelled`` (if it still holds this generation)."""
+        Custodian._evolve_record(item, phase="cancelled", cancel_failed=None)
+
+    @staticmethod
+    def _mark_cancel_failed(item: LedgerItem, failure: dict[str, JsonValue]) -> None:
+        """The task's record keeps why its job could not be cancelled (if it still holds this generation)."""
+        Custodian._evolve_record(item, cancel_failed=failure)
+
+    @staticmethod
+    def _evolve_record(item: LedgerItem, **changes: Any) -> None:
         from airflow.models.task_state_store import TaskStateStoreModel
         from airflow.utils.session import create_session
         from sqlalchemy import select
@@ -400,7 +417,7 @@ class Custodian:
             except (RecordFormatError, ValueError):
                 return
             if stored.token == item.record.token:
-                row.value = json.dumps(stored.evolve(phase="cancelled").to_json())
+                row.value = json.dumps(stored.evolve(**changes).to_json())
 
 
 def _item(key: str, raw: str | None) -> LedgerItem | None:

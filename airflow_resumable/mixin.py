@@ -19,7 +19,7 @@ from opentelemetry import trace
 from airflow_resumable import _running
 from airflow_resumable._config import setting
 from airflow_resumable._decision import Backend, Decision, decide
-from airflow_resumable._stopping import Interrupted, StopHandlingMixin, cancel_failure
+from airflow_resumable._stopping import Interrupted, StopHandlingMixin
 from airflow_resumable.exceptions import (
     JobFailedError,
     StateStoreUnavailableError,
@@ -32,7 +32,7 @@ from airflow_resumable.ledger import (
     ledger_key,
     record_from_entry,
 )
-from airflow_resumable.record import RECORD_KEY, JobRecord, RecordFormatError, TaskIdentity
+from airflow_resumable.record import RECORD_KEY, JobRecord, RecordFormatError, TaskIdentity, cancel_failure
 from airflow_resumable.retry import (
     DEFAULT_CLOUD_RETRY,
     DEFAULT_STATE_STORE_RETRY,
@@ -348,7 +348,8 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         """
         Cancel an earlier generation's job before its spec is replaced (a clear after a fix).
 
-        :return: the failure to keep in the record (:func:`~._stopping.cancel_failure`), or None.
+        :return: the failure to keep in the record (:func:`~airflow_resumable.record.cancel_failure`),
+            or None.
         """
         if not self.cancel_on_spec_change:
             self.log.warning(

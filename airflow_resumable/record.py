@@ -32,6 +32,7 @@ __all__ = [
     "Phase",
     "RecordFormatError",
     "TaskIdentity",
+    "cancel_failure",
     "fingerprint_of",
     "make_submission_token",
 ]
@@ -240,3 +241,17 @@ def _optional(value: dict[str, Any], name: str, kind: type) -> Any:
     if value.get(name) is None:
         return None
     return _field(value, name, kind)
+
+
+def cancel_failure(external_id: JsonValue, reason: str, error: BaseException) -> dict[str, JsonValue]:
+    """
+    What a record keeps of a failed cancel (:attr:`JobRecord.cancel_failed`).
+
+    The error's class name only: its message could echo a request (ids, URLs, a token).
+    """
+    return {
+        "at": datetime.now(tz=timezone.utc).isoformat(timespec="seconds"),
+        "external_id": external_id,
+        "reason": reason,
+        "error": type(error).__name__,
+    }

@@ -10,7 +10,7 @@ import pytest
 
 from airflow_resumable.custodian import MAX_CANCEL_ATTEMPTS, LedgerItem, SweepReport, run_canceller, sweep
 from airflow_resumable.ledger import ledger_entry, ledger_key
-from airflow_resumable.record import JobRecord, TaskIdentity
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
 from airflow_resumable.testing.toy import ToyJobService, toy_service
 
 IDENTITY = TaskIdentity("dag", "manual__1", "job")
@@ -24,6 +24,7 @@ class Ledger:
         self.forgotten: list[str] = []
         self.attempts: list[str] = []
         self.marked: list[str] = []
+        self.cancel_failed: dict[str, dict[str, Any]] = {}
         self.log = _Log()
 
     def run(self, *items: LedgerItem, cancel: Any = run_canceller) -> SweepReport:
@@ -38,6 +39,7 @@ class Ledger:
             mark_cancelled=lambda item: self.marked.append(item.key),
             count_attempt=lambda item: self.attempts.append(item.key),
             log=self.log,
+            mark_cancel_failed=lambda item, failure: self.cancel_failed.update({item.key: failure}),
         )
 
 
@@ -132,10 +134,19 @@ class TestWhatCannotBeCancelled:
         first = item(svc)
         ledger.run(first)
         assert ledger.attempts == [first.key] and ledger.forgotten == []
+        assert ledger.cancel_failed == {}, "one failed attempt is not giving up"
         last = item(svc, attempts=MAX_CANCEL_ATTEMPTS - 1)
         ledger.run(last)
         assert last.key in ledger.forgotten
         assert any(e["log_level"] == "error" and "COULD NOT CANCEL" in e["event"] for e in ledger.log.entries)
+        failure = ledger.cancel_failed[last.key]
+        assert (failure["external_id"], failure["reason"]) == (
+            last.record.external_id,
+            "custodian: the task was stopped",
+        )
+        assert set(failure) == {"at", "external_id", "reason", "error"}, (
+            "the error's class, never its message"
+        )
 
     def test_unregistered_canceller_never_runs(self) -> None:
         """A recipe names a registered canceller; anything else (a forged Variable) is refused."""
@@ -183,6 +194,43 @@ class TestCustodianOnTheMetadataDatabase:
         assert read_ledger(outcome.dag_id, outcome.run_id, "waiting") is not None
         with create_session() as session:  # clean up: the session's database is shared
             session.execute(delete(Variable).where(Variable.key == jobs["waiting"].key))
+
+    def test_giving_up_on_a_cancel_is_kept_in_the_task_record(self) -> None:
+        """After the last failed attempt, the task's record in the database says why, and the entry goes."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.variable import Variable
+        from airflow.sdk import DAG
+        from airflow.utils.session import create_session
+        from sqlalchemy import update
+
+        from airflow_resumable.custodian import Custodian
+        from airflow_resumable.testing.airflow_env import read_ledger, read_task_state, run_dag
+        from airflow_resumable.testing.toy import ToyJobOperator
+
+        svc = service()
+        svc.complete_after_polls = 1
+        with DAG(f"custodian_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
+            ToyJobOperator(task_id="stopped", service=svc.name, command="a")
+        outcome = run_dag(dag)
+        stored = JobRecord.from_json(read_task_state(outcome.dag_id, outcome.run_id, "stopped", RECORD_KEY))
+        identity = TaskIdentity(outcome.dag_id, outcome.run_id, "stopped")
+        cancel = ("toy_job", {"service": svc.name})
+        entry = json.loads(json.dumps(ledger_entry(identity, stored.evolve(phase="interrupted"), cancel)))
+        entry["custodian_attempts"] = MAX_CANCEL_ATTEMPTS - 1
+        svc.fail_next("cancel", times=100)
+        with create_session() as session:
+            session.add(Variable(key=ledger_key(identity), val=json.dumps(entry)))
+            session.execute(
+                update(TaskInstance)
+                .where(TaskInstance.dag_id == outcome.dag_id, TaskInstance.task_id == "stopped")
+                .values(state="failed")
+            )
+        report = Custodian(interval=0).sweep()
+        assert report.failed == [stored.external_id]
+        after = JobRecord.from_json(read_task_state(outcome.dag_id, outcome.run_id, "stopped", RECORD_KEY))
+        assert after.cancel_failed is not None
+        assert after.cancel_failed["reason"] == "custodian: the task was stopped"
+        assert read_ledger(outcome.dag_id, outcome.run_id, "stopped") is None
 
     def test_a_whole_ledger_sweep_goes_on_where_the_last_one_stopped(
         self, monkeypatch: pytest.MonkeyPatch
