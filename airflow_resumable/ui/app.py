@@ -30,8 +30,10 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 from airflow.api_fastapi.common.db.common import SessionDep  # noqa: TC002 - FastAPI reads it at runtime
+from airflow.api_fastapi.core_api.security import bearer_scheme
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials  # noqa: TC002 - FastAPI reads it at runtime
 
 from airflow_resumable.record import TaskIdentity
 from airflow_resumable.ui._page import PageView, render_page
@@ -54,18 +56,15 @@ MAX_LIMIT = 500
 _PHASES = (*ACTIVE_PHASES, *ENDED_PHASES)
 
 
-async def _user_or_none(request: Request) -> Any:
-    """The request's user (cookie or bearer token), or None when it carries no valid credential."""
+async def _user_or_none(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Any:
+    """The request's user (bearer token or UI cookie, as Airflow's own routes read them), or None."""
     from airflow.api_fastapi.core_api.security import get_user
 
-    authorization = request.headers.get("authorization", "")
-    credentials = None
-    if authorization.lower().startswith("bearer "):
-        from fastapi.security import HTTPAuthorizationCredentials
-
-        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=authorization[7:])
     try:
-        return await get_user(request, None, credentials)
+        return await get_user(request, None, bearer)
     except HTTPException:
         return None
 
@@ -85,13 +84,14 @@ def _readable_dag_ids(user: Any, session: Session) -> set[str]:
 
 
 def _filters(
-    dag_id: str | None,
-    phase: str | None,
-    attention: str | None,
-    run_id: str | None,
-    task_id: str | None,
-    map_index: int,
+    dag_id: str | None = None,
+    phase: str | None = None,
+    attention: str | None = None,
+    run_id: str | None = None,
+    task_id: str | None = None,
+    map_index: int = -1,
 ) -> JobFilter:
+    """The query parameters both routes take (a FastAPI dependency); 422 for an unknown phase."""
     if phase and phase not in _PHASES:
         raise HTTPException(422, f"phase must be one of {', '.join(_PHASES)}")
     task = None
@@ -103,6 +103,9 @@ def _filters(
         attention_only=attention in ("1", "true", "yes"),
         task=task,
     )
+
+
+FilterDep = Annotated[JobFilter, Depends(_filters)]
 
 
 def _rows(
@@ -187,12 +190,7 @@ def create_app() -> FastAPI:
         request: Request,
         user: UserDep,
         session: SessionDep,
-        dag_id: str | None = None,
-        phase: str | None = None,
-        attention: str | None = None,
-        run_id: str | None = None,
-        task_id: str | None = None,
-        map_index: int = -1,
+        filters: FilterDep,
         page: Annotated[int, Query(ge=1)] = 1,
     ) -> Any:
         """The HTML page; without a valid login, a redirect to the auth manager's login page."""
@@ -201,7 +199,6 @@ def create_app() -> FastAPI:
 
             return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), 307)
         readable = _readable_dag_ids(user, session)
-        filters = _filters(dag_id, phase, attention, run_id, task_id, map_index)
         offset = (page - 1) * PAGE_SIZE
         rows, extra, total, attention_total, seconds = _rows(session, readable, filters, PAGE_SIZE, offset)
         view = PageView(
@@ -222,12 +219,7 @@ def create_app() -> FastAPI:
     def jobs_json(
         user: UserDep,
         session: SessionDep,
-        dag_id: str | None = None,
-        phase: str | None = None,
-        attention: str | None = None,
-        run_id: str | None = None,
-        task_id: str | None = None,
-        map_index: int = -1,
+        filters: FilterDep,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = PAGE_SIZE,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
@@ -235,7 +227,6 @@ def create_app() -> FastAPI:
         if user is None:
             raise HTTPException(401, "Not authenticated")
         readable = _readable_dag_ids(user, session)
-        filters = _filters(dag_id, phase, attention, run_id, task_id, map_index)
         rows, extra, total, attention_total, seconds = _rows(session, readable, filters, limit, offset)
         shown = [*(extra if offset == 0 else []), *rows]
         return {
