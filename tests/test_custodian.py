@@ -226,7 +226,7 @@ class TestCustodianOnTheMetadataDatabase:
                 .values(state="failed")
             )
         report = Custodian(interval=0).sweep()
-        assert report.failed == [stored.external_id]
+        assert stored.external_id in report.failed  # the shared database may hold other entries
         after = JobRecord.from_json(read_task_state(outcome.dag_id, outcome.run_id, "stopped", RECORD_KEY))
         assert after.cancel_failed is not None
         assert after.cancel_failed["reason"] == "custodian: the task was stopped"

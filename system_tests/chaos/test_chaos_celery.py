@@ -10,9 +10,10 @@ ledger, cancels, no orphans, final state and try), plus the worker-level figures
 ``checkpoint_s`` (shutdown signal to ``up_for_reschedule``), ``reconnect_s`` (to the next status
 read of the same job), ``unwatched_s`` (a job nobody polled, from the fault to the next read).
 
-Task-level cases (the same faults as on LocalExecutor, on the Celery topology): ``sigterm`` (the
-task's supervisor is a Celery pool process), ``sigkill``, ``mark_failed``,
-``lost_submit_response``. Worker-level cases: see ``_chaos_celery``. Skipped without PostgreSQL
+Task-level cases (the same faults as on LocalExecutor, on the Celery topology), for Databricks
+submit-run and Batch: ``sigterm`` (the task's supervisor is a Celery pool process), ``sigkill``,
+``mark_failed``, ``lost_submit_response``. Worker-level cases, for every operator: see
+``_chaos_celery``. Skipped without PostgreSQL
 and Redis (one line says so); under ``CI=true`` their absence fails.
 """
 
@@ -40,7 +41,18 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
 DAGS = Path(__file__).parents[1] / "dags"
 CASE_RUN = CeleryCaseRun
 SLOT_LIMIT = 5
-OPERATORS = ("databricks_submit_run", "batch")
+#: Every operator runs the worker-level cases; the task-level ones (already run for every operator
+#: on LocalExecutor) run for two.
+OPERATORS = (
+    "databricks_submit_run",
+    "databricks_run_now",
+    "batch",
+    "emr_serverless",
+    "emr_containers",
+    "emr_steps",
+)
+TASK_LEVEL_OPERATORS = ("databricks_submit_run", "batch")
+WORKER_LEVEL = frozenset({"worker_warm_bridged", "worker_warm_plain", "worker_cold", "worker_crash"})
 #: Start order: the long ones first (a crash waits for the heartbeat timeout).
 ORDER = (
     "lost_submit_response",
@@ -52,7 +64,12 @@ ORDER = (
     "sigterm",
     "mark_failed",
 )
-MATRIX = [pytest.param(op, case, id=f"{op}-{case}") for case in ORDER for op in OPERATORS]
+MATRIX = [
+    pytest.param(op, case, id=f"{op}-{case}")
+    for case in ORDER
+    for op in OPERATORS
+    if case in WORKER_LEVEL or op in TASK_LEVEL_OPERATORS
+]
 RESULT_TIMEOUT = 600
 
 

@@ -18,12 +18,11 @@ For each operator ``<op>``:
   triggerer (Databricks: the hook's retries as a limit and a delay, the trigger cannot take
   tenacity objects; EMR Serverless and EMR steps: ``waiter_max_attempts=600``, as their stock
   triggers give up after 25 and 60 status calls);
-- ``chaos_<op>_worker_<kind>`` (Databricks submit-run and Batch only; CeleryExecutor,
-  ``chaos/test_chaos_celery.py``): ``chaos_<op>`` on the Celery queue named after the DAG, which
-  one worker of its own serves, so a case can shut that worker down without touching another
-  case's tasks. ``_worker_warm_bridged`` also has a ``bystander``: a plain task that waits for
-  the test to release it (the file ``dag_run.conf['bystander']``) and leaves a
-  ``<file>.signalled`` marker if anything signals it.
+- ``chaos_<op>_worker_<kind>`` (CeleryExecutor, ``chaos/test_chaos_celery.py``): ``chaos_<op>``
+  on the Celery queue named after the DAG, which one worker of its own serves, so a case can
+  shut that worker down without touching another case's tasks. ``_worker_warm_bridged`` also
+  has a ``bystander``: a plain task that waits for the test to release it (the file
+  ``dag_run.conf['bystander']``) and leaves a ``<file>.signalled`` marker if anything signals it.
 
 Everything that tells one test's jobs from another's comes from the DAG run's conf: ``tag``
 (part of every job's name, so the suite finds its jobs in the fake cloud's ledger) and the cloud
@@ -237,7 +236,7 @@ class Bystander(BaseOperator):
 
 #: The Celery worker shapes: the queue of each is its DAG id, served by a worker of its own.
 WORKER_SHAPES = ("_worker_warm_bridged", "_worker_warm_plain", "_worker_cold", "_worker_crash")
-CELERY_OPERATORS = ("databricks_submit_run", "batch")
+CELERY_OPERATORS = tuple(OPERATORS)
 for key in CELERY_OPERATORS:
     operator_class, shared, named = OPERATORS[key]
     for shape in WORKER_SHAPES:
