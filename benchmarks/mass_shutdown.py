@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -177,10 +178,10 @@ def run_topology(topology: str, clouds: Clouds, clouds_env: dict[str, str], conf
     """Run the DAG once on ``topology``, shut the worker(s) down, measure, finish every job."""
     executor = "CeleryExecutor" if topology == "celery warm" else "LocalExecutor"
     label = f"m{uuid.uuid4().hex[:6]}"
+    home = Path(tempfile.mkdtemp(prefix="mass-shutdown-"))
     with (
         fresh_postgres_database(service_urls().postgres, prefix="airflow_bench") as database_url,
-        tempfile.TemporaryDirectory(prefix="mass-shutdown-") as home,
-        _deployment(executor, Path(home), clouds_env, database_url) as cluster,
+        _deployment(executor, home, clouds_env, database_url) as cluster,
     ):
         cluster.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
         began = time.time()
@@ -225,6 +226,7 @@ def run_topology(topology: str, clouds: Clouds, clouds_env: dict[str, str], conf
         clouds.finish(jobs)
         with contextlib.suppress(TimeoutError):
             cluster.wait_for_dag_run(DAG_ID, run_id, timeout=180)
+    shutil.rmtree(home, ignore_errors=True)  # kept when the run failed: its logs say why
     return row
 
 
