@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from _chaos_celery import BRIDGE_ENV, CeleryCaseRun
-from test_chaos import report
+from test_chaos import OPERATORS, report
 
 from airflow_resumable.testing.cluster import AirflowCluster, CeleryWorker, airflow_cluster
 from airflow_resumable.testing.services import require
@@ -43,14 +43,6 @@ CASE_RUN = CeleryCaseRun
 SLOT_LIMIT = 5
 #: Every operator runs the worker-level cases; the task-level ones (already run for every operator
 #: on LocalExecutor) run for two.
-OPERATORS = (
-    "databricks_submit_run",
-    "databricks_run_now",
-    "batch",
-    "emr_serverless",
-    "emr_containers",
-    "emr_steps",
-)
 TASK_LEVEL_OPERATORS = ("databricks_submit_run", "batch")
 WORKER_LEVEL = frozenset({"worker_warm_bridged", "worker_warm_plain", "worker_cold", "worker_crash"})
 #: Start order: the long ones first (a crash waits for the heartbeat timeout).
