@@ -534,13 +534,14 @@ class CaseRun:
     def _pod_termination(self) -> None:
         """
         What a KubernetesExecutor pod's end does: SIGTERM to the supervisor alone (a pod's PID 1),
-        ``POD_GRACE`` seconds, then SIGKILL to whatever is left of supervisor and task.
+        ``POD_GRACE`` seconds, then SIGKILL to whatever of the task still runs.
 
-        A LocalExecutor worker (the supervisor here) outlives its task, unlike a pod's PID 1, so
-        the supervisor is always killed at the grace's end; what matters is whether the task
-        process was still running then (figure ``task_killed_at_grace``: it must not be, it
-        checkpointed). Figures also: ``checkpoint_s`` (SIGTERM to ``up_for_reschedule``),
-        ``reconnect_s``.
+        Unlike a pod's PID 1, a LocalExecutor worker (the supervisor here) outlives its task: it
+        goes back to the executor's shared queue, and SIGKILLing it while it waits there would
+        leave the queue's lock held and hang every other worker (multiprocessing). So at the
+        grace's end supervisor and task are killed only if the task process still runs (figure
+        ``task_killed_at_grace``: it must not, it checkpointed). Figures also: ``checkpoint_s``
+        (SIGTERM to ``up_for_reschedule``), ``reconnect_s``.
         """
         job = self.job()
         self.wait_polling(job, 1)
@@ -549,9 +550,11 @@ class CaseRun:
         processes.signal_supervisor(signal.SIGTERM)
         self.wait_ti({"up_for_reschedule"}, POD_GRACE)
         self.figures["checkpoint_s"] = round(time.monotonic() - terminated_at, 1)
-        with contextlib.suppress(TimeoutError):  # what still runs at the grace's end is killed
+        try:
             processes.wait_task_gone(max(POD_GRACE - (time.monotonic() - terminated_at), 0.1))
-        self.figures["task_killed_at_grace"] = processes.task_pid in processes.kill_both()
+            self.figures["task_killed_at_grace"] = False
+        except TimeoutError:  # the grace is over: what still runs of the task is killed
+            self.figures["task_killed_at_grace"] = processes.task_pid in processes.kill_both()
         self.reconnect(job, 2, terminated_at)
 
     def _sigkill(self) -> None:

@@ -94,8 +94,9 @@ deferred_triggerer_restart    (``deferrable=True``) while the trigger polls the 
                               again, which polls the same job (no ``on_kill``, no cancel); the
                               case runs alone among the deferrable ones
 pod_termination               a KubernetesExecutor pod's end: SIGTERM to the supervisor alone (the
-                              pod's PID 1), 10 s of grace, then SIGKILL to supervisor and task: the
-                              task checkpointed within the grace, and the next execution reconnects
+                              pod's PID 1), 10 s of grace, then SIGKILL to what still runs of the
+                              task: it checkpointed within the grace (nothing was left to kill), and
+                              the next execution reconnects
 ============================  ========================================================================
 
 The shapes of ``dags/chaos_resumable.py`` the cases run on: ``_timeout`` (execution_timeout),
