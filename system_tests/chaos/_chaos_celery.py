@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from _chaos_cases import ChaosContext
+    from _chaos_clouds import Job
 
 #: ``[celery] celery_config_options`` that installs the warm-shutdown bridge.
 BRIDGE_ENV = {"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "airflow_resumable.celery.CELERY_CONFIG"}
@@ -133,6 +134,16 @@ class CeleryCaseRun(CaseRun):
         )
         self.figures["checkpoint_s"] = round(time.monotonic() - since, 1)
 
+    def _retry_on_a_new_worker(self, job: Job, lost_at: float) -> None:
+        """
+        After a worker was lost with its try: start a new one, wait for the retry (after the
+        heartbeat timeout) to poll ``job`` again, let it finish. Figure ``unwatched_s``.
+        """
+        self._start_worker()
+        read_at = self.wait_polling(job, 2, timeout=self.cluster.heartbeat_timeout + 120)
+        self.figures["unwatched_s"] = round(read_at - lost_at, 1)
+        self.view.finish(job)
+
     _before_worker_warm_bridged = _start_worker
     _before_worker_warm_plain = _start_worker
     _before_worker_cold = _start_worker
@@ -171,10 +182,7 @@ class CeleryCaseRun(CaseRun):
         stop = self._shut_down(signal.SIGTERM, WARM_GRACE).result(WARM_GRACE + 30)
         self.figures["worker_killed"] = stop.killed
         self.figures["checkpointed"] = bool(self.tries_logging(CHECKPOINT_LINE))
-        self._start_worker()
-        read_at = self.wait_polling(job, 2, timeout=self.cluster.heartbeat_timeout + 120)
-        self.figures["unwatched_s"] = round(read_at - shutdown_at, 1)
-        self.view.finish(job)
+        self._retry_on_a_new_worker(job, shutdown_at)
 
     def _worker_cold(self) -> None:
         job = self.job()
@@ -195,7 +203,4 @@ class CeleryCaseRun(CaseRun):
         crashed_at = time.monotonic()
         assert self.worker is not None
         self.cluster.crash_celery_worker(self.worker.name)
-        self._start_worker()
-        read_at = self.wait_polling(job, 2, timeout=self.cluster.heartbeat_timeout + 120)
-        self.figures["unwatched_s"] = round(read_at - crashed_at, 1)
-        self.view.finish(job)
+        self._retry_on_a_new_worker(job, crashed_at)
