@@ -32,6 +32,9 @@ class ToyDriver:
     def expire(self, external_id: JsonValue) -> None:
         self.service.expire(str(external_id))
 
+    def throttle_next_submit(self) -> None:
+        self.service.fail_next("submit")
+
 
 class TestToyJobOperatorContract(ResumableOperatorContract):
     """A service that deduplicates on the submission token."""

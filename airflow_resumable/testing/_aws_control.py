@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
-from airflow_resumable.testing._aws_jobs import KINDS
+from airflow_resumable.testing._aws_jobs import kind_for
 from airflow_resumable.testing._aws_wire import LedgerEntry
 
 __all__ = ["MotoControl", "MotoControlClient", "MotoControlError"]
@@ -122,17 +122,21 @@ class MotoControl(Protocol):
         return [e for e in self.ledger() if e.operation == operation and service in (None, e.service)]
 
     def submissions(self, service: str | None = None) -> list[LedgerEntry]:
-        """The submit calls that created jobs (token replays and failed calls excluded)."""
-        return [e for e in self.ledger() if e.created and service in (None, e.service)]
+        """
+        The submit calls that created jobs (token replays and failed calls excluded).
+
+        :param service: a botocore service name or a job kind's name (``sagemaker-training``).
+        """
+        return [e for e in self.ledger() if e.created and service in (None, e.service, e.kind)]
 
     def cancels(self, service: str | None = None) -> list[LedgerEntry]:
         """The cancel calls the service accepted (``TerminateJob``, ``CancelJobRun``, ``CancelSteps``)."""
         return [
             e
             for e in self.ledger()
-            if e.service in KINDS
-            and e.operation in KINDS[e.service].cancel_operations
-            and service in (None, e.service)
+            if (kind := kind_for(e.service, e.operation)) is not None
+            and e.operation in kind.cancel_operations
+            and service in (None, e.service, kind.kind_name)
             and e.handled
             and (e.status < 300 or e.fault == "after")
         ]

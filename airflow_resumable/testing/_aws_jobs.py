@@ -19,7 +19,7 @@ from airflow_resumable.testing._aws_wire import ErrorReply
 if TYPE_CHECKING:
     from airflow_resumable.testing._aws_wire import ApiCall
 
-__all__ = ["KINDS", "JobKind", "TrackedJob"]
+__all__ = ["KINDS", "JobKind", "TrackedJob", "kind_for", "kinds_of"]
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -61,6 +61,7 @@ class TrackedJob:
         return {
             "job_id": self.job_id,
             "service": self.kind.service,
+            "kind": self.kind.kind_name,
             "state": self.state,
             "parent": self.parent,
             "token": self.token,
@@ -71,8 +72,16 @@ class TrackedJob:
 
 
 class JobKind:
-    """The jobs of one service. Subclasses fill in the class attributes and the model access."""
+    """
+    The jobs of one kind. Subclasses fill in the class attributes and the model access.
 
+    ``name`` tells kinds apart (SageMaker has training and processing jobs); ``service`` is the
+    botocore service whose calls the kind handles. A call belongs to the kind of its service whose
+    :attr:`operations` include the call's operation (:func:`kind_for`).
+    """
+
+    #: Unique among the kinds; defaults to ``service`` (one kind per service).
+    name: ClassVar[str] = ""
     service: ClassVar[str]
     #: The active states a new job walks through, one per status read; the last one is "running".
     path: ClassVar[tuple[str, ...]]
@@ -90,6 +99,20 @@ class JobKind:
     token_conflict: ClassVar[tuple[int, str] | None] = None
     #: Jobs of one parent run one at a time, oldest first (EMR steps on a cluster).
     sequential: ClassVar[bool] = False
+    #: Operations besides submit, reads and cancels that the kind answers or prechecks.
+    extra_operations: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def kind_name(self) -> str:
+        """``name``, or ``service`` when the kind sets no name."""
+        return self.name or self.service
+
+    @property
+    def operations(self) -> frozenset[str]:
+        """Every operation of :attr:`service` that belongs to this kind."""
+        return frozenset(
+            {self.submit_operation, *self.read_operations, *self.cancel_operations, *self.extra_operations}
+        )
 
     def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
         """(job id, parent, action on failure) of each job a successful submit created."""
@@ -415,7 +438,35 @@ class EmrContainersJobRuns(JobKind):
         self.backends()[job.account][job.region].job_runs.pop(job.job_id, None)
 
 
-#: The job kinds by botocore service name.
-KINDS: dict[str, JobKind] = {
-    kind.service: kind for kind in (BatchJobs(), EmrSteps(), EmrServerlessJobRuns(), EmrContainersJobRuns())
-}
+def _all_kinds() -> tuple[JobKind, ...]:
+    from airflow_resumable.testing._aws_jobs_ecs import ECS_KINDS
+    from airflow_resumable.testing._aws_jobs_glue import GLUE_KINDS
+    from airflow_resumable.testing._aws_jobs_sagemaker import SAGEMAKER_KINDS
+    from airflow_resumable.testing._aws_jobs_sfn import SFN_KINDS
+
+    return (
+        BatchJobs(),
+        EmrSteps(),
+        EmrServerlessJobRuns(),
+        EmrContainersJobRuns(),
+        *ECS_KINDS,
+        *GLUE_KINDS,
+        *SAGEMAKER_KINDS,
+        *SFN_KINDS,
+    )
+
+
+#: The job kinds by name (``batch``, ``emr``, ..., ``sagemaker-training``).
+KINDS: dict[str, JobKind] = {kind.kind_name: kind for kind in _all_kinds()}
+
+
+def kind_for(service: str, operation: str) -> JobKind | None:
+    """The kind a call of ``service`` and ``operation`` belongs to, or None (moto answers alone)."""
+    return next((k for k in KINDS.values() if k.service == service and operation in k.operations), None)
+
+
+def kinds_of(name_or_service: str) -> list[JobKind]:
+    """The kind of that name, else every kind of that botocore service."""
+    if name_or_service in KINDS:
+        return [KINDS[name_or_service]]
+    return [k for k in KINDS.values() if k.service == name_or_service]

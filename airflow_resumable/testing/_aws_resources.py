@@ -207,14 +207,15 @@ class MotoJobDriver:
     list of step ids one ``AddJobFlowSteps`` call created.
 
     :param control: a :class:`~airflow_resumable.testing.aws.MotoControl`.
-    :param service: ``batch``, ``emr``, ``emr-serverless`` or ``emr-containers``.
+    :param service: a job kind's name: ``batch``, ``emr``, ``emr-serverless``, ``emr-containers``,
+        ``ecs``, ``glue``, ``sagemaker-training``, ``sagemaker-processing`` or ``states``.
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(self, control: MotoControl, service: str) -> None:
         if service not in KINDS:
-            raise ValueError(f"no job kind for service {service!r}; one of {sorted(KINDS)}")
+            raise ValueError(f"no job kind named {service!r}; one of {sorted(KINDS)}")
         self.control = control
         self.service = service
         self._kind = KINDS[service]
@@ -245,6 +246,10 @@ class MotoJobDriver:
         """Forget the job (every step of it)."""
         for job_id in self._ids(external_id):
             self.control.expire(job_id)
+
+    def throttle_next_submit(self) -> None:
+        """Answer the next submit call with HTTP 400 ``ThrottlingException`` (nothing is created)."""
+        self.control.throttle(self._kind.submit_operation, service=self._kind.service)
 
     @staticmethod
     def _ids(external_id: JsonValue) -> list[str]:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_resumable.testing._aws_jobs import KINDS, TrackedJob
+from airflow_resumable.testing._aws_jobs import TrackedJob, kind_for
 from airflow_resumable.testing._aws_wire import (
     DEFAULT_ERROR_CODES,
     ErrorReply,
@@ -134,7 +134,7 @@ class ControllerState:
         """Answer one API call: faults, token replays, moto (or the controller), lifecycles, ledger."""
         with self.lock:
             self._advance_clock()
-            kind = KINDS.get(call.service)
+            kind = kind_for(call.service, call.operation)
             fault = self._take_fault(call, after=False)
             if fault is not None:
                 self._record(call, fault.status, handled=False, fault="before")
@@ -311,6 +311,7 @@ class ControllerState:
             fault,
             call.request(),
             time.time(),
+            kind.kind_name if (kind := kind_for(call.service, call.operation)) is not None else "",
         )
         self._ledger.append(entry)
 

@@ -90,6 +90,7 @@ class LedgerEntry:
     :param replayed: the answer was the stored one of an earlier call with the same token.
     :param fault: ``"before"`` or ``"after"`` (lost response) when a fault was injected.
     :param request: the request's path parameters and JSON body.
+    :param kind: the controller's job kind the operation belongs to (``""``: none).
     """
 
     seq: int
@@ -105,6 +106,7 @@ class LedgerEntry:
     fault: str | None = None
     request: dict[str, Any] = field(default_factory=dict)
     at: float = 0.0
+    kind: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (the control API's wire format)."""

@@ -16,305 +16,62 @@ build its arguments, and hand the kit a :class:`CloudDriver` for your fake servi
 
 Each scenario runs a real ``dag.test()`` (real task runner, real ``task_state_store``, real
 retries) against the fake; faults are injected around the operator's own hooks: a worker crash
-right after the service accepted the job, a crash while polling, a failing state-store write. The
-process needs a migrated Airflow database: see :mod:`airflow_resumable.testing.airflow_env`.
+right after the service accepted the job, a crash while polling, a failing state-store write, a
+namesake job submitted with another token, a job the service forgot. The process needs a migrated
+Airflow database: see :mod:`airflow_resumable.testing.airflow_env`.
+
+The kit fails fast rather than hang: before a scenario it checks that ``execute``,
+``execute_resumable`` and ``poll_until_complete`` come from a resumable class (not from a stock
+operator listed first in the bases), every try has ``scenario_timeout`` (30 s) as its
+``execution_timeout``, and a scenario whose submitted job sees no status call through
+``get_job_status`` for ``stall_timeout`` (10 s) is ended: the kit fails its jobs in the fake and
+reports the stall. Its assertions show their values under pytest (the package's pytest plugin
+registers the kit for assertion rewriting).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import uuid
-from collections import defaultdict
-from collections.abc import Callable
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 from unittest import mock
 
 from tenacity import wait_none
 
 from airflow_resumable.record import RECORD_KEY
 from airflow_resumable.retry import RetryPolicy
+from airflow_resumable.testing._contract_interruptions import InterruptionContract
+from airflow_resumable.testing._contract_probe import (
+    SPEC_TEMPLATE,
+    SPEC_VARIABLE,
+    CloudDriver,
+    PollHook,
+    ScenarioProbe,
+    SimulatedWorkerCrash,
+    ThrottlingCloudDriver,
+    _StallWatch,
+    check_operator_class,
+    finish_on_first_poll,
+)
 from airflow_resumable.testing.airflow_env import DagRunOutcome, read_ledger, read_task_state, run_dag
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from pydantic import JsonValue
 
-__all__ = ["CloudDriver", "ResumableOperatorContract", "ScenarioProbe", "SimulatedWorkerCrash"]
 
-SPEC_VARIABLE = "AIRFLOW_RESUMABLE_CONTRACT_SPEC"
-#: A templated value for ``operator_kwargs``: it renders to the value of an Airflow Variable the kit
-#: changes between tries to simulate a user who fixed the job's inputs.
-SPEC_TEMPLATE = "{{ var.value.airflow_resumable_contract_spec }}"
-_MAX_POLLS = 500
-
-
-class SimulatedWorkerCrash(Exception):
-    """Raised by the kit inside a task to end a try the way a dying worker would."""
-
-
-class CloudDriver(Protocol):
-    """What the kit needs from a fake service: counts and control of remote jobs."""
-
-    def submitted_ids(self) -> list[JsonValue]:
-        """Ids of the jobs the service actually created, in order (duplicates show up here)."""
-
-    def cancelled_ids(self) -> list[JsonValue]:
-        """Ids of jobs the service was asked to cancel."""
-
-    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
-        """End a job with success or failure."""
-
-    def expire(self, external_id: JsonValue) -> None:
-        """Forget a job, as a service whose run history expired would."""
-
-
-PollHook = Callable[["ScenarioProbe", int, Any, int], None]
-
-
-@dataclass
-class ScenarioProbe:
-    """
-    Instrumentation of one operator class during one scenario.
-
-    ``on_poll(probe, try_number, external_id, poll_index)`` runs before each status call made
-    while polling (not the ones the attempt-start decision makes) and may finish the job or raise
-    :class:`SimulatedWorkerCrash`; ``crash_after_submit`` lists the tries whose first submission is
-    followed by a crash before the id is stored.
-    """
-
-    cloud: CloudDriver
-    on_poll: PollHook
-    crash_after_submit: set[int] = field(default_factory=set)
-    fail_record_write_once: bool = False
-    polled: dict[int, list[JsonValue]] = field(default_factory=lambda: defaultdict(list))
-    submitted: dict[int, list[JsonValue]] = field(default_factory=lambda: defaultdict(list))
-    returned: list[Any] = field(default_factory=list)
-    job_results: list[Any] = field(default_factory=list)
-    failed_writes: int = 0
-    executions: int = 0
-    _local: threading.local = field(default_factory=threading.local)
-
-    @property
-    def try_number(self) -> int:
-        """The try number of the task instance running in this thread."""
-        return int(getattr(self._local, "try_number", 0))
-
-    @property
-    def attempt(self) -> int:
-        """How many times ``execute`` has started in this scenario (reschedules included)."""
-        return self.executions
-
-    @property
-    def context(self) -> Any:
-        """The Airflow context of the try running in this thread."""
-        return self._local.context
-
-    @property
-    def operator(self) -> Any:
-        """The operator instance running in this thread."""
-        return self._local.operator
-
-    @contextmanager
-    def install(self, operator_class: type) -> Iterator[None]:
-        """Wrap the operator's hooks for the duration of a ``with`` block."""
-        probe = self
-        originals = {name: getattr(operator_class, name) for name in _WRAPPED}
-
-        def execute(op: Any, context: Any) -> Any:
-            probe.executions += 1
-            probe._local.try_number = context["ti"].try_number
-            probe._local.context = context
-            probe._local.operator = op
-            probe._local.polling = False
-            result = originals["execute"](op, context)
-            probe.returned.append(result)
-            return result
-
-        def submit_job(op: Any, context: Any) -> Any:
-            external_id = originals["submit_job"](op, context)
-            probe.submitted[probe.try_number].append(external_id)
-            if probe.try_number in probe.crash_after_submit:
-                probe.crash_after_submit.discard(probe.try_number)
-                raise SimulatedWorkerCrash("worker died after the service accepted the job")
-            return external_id
-
-        def poll_until_complete(op: Any, external_id: Any, context: Any) -> Any:
-            probe._local.polling = True
-            probe._local.polls = 0
-            try:
-                return originals["poll_until_complete"](op, external_id, context)
-            finally:
-                probe._local.polling = False
-
-        def get_job_status(op: Any, external_id: Any, context: Any) -> Any:
-            if getattr(probe._local, "polling", False):
-                index = probe._local.polls
-                probe._local.polls += 1
-                if index >= _MAX_POLLS:
-                    raise RuntimeError("the scenario never ended the job it was polling")
-                if index == 0:
-                    probe.polled[probe.try_number].append(external_id)
-                probe.on_poll(probe, probe.try_number, external_id, index)
-            return originals["get_job_status"](op, external_id, context)
-
-        def get_job_result(op: Any, external_id: Any, context: Any) -> Any:
-            result = originals["get_job_result"](op, external_id, context)
-            probe.job_results.append(result)
-            return result
-
-        replacements = {
-            "execute": execute,
-            "submit_job": submit_job,
-            "poll_until_complete": poll_until_complete,
-            "get_job_status": get_job_status,
-            "get_job_result": get_job_result,
-        }
-        with _patched(operator_class, replacements, probe):
-            yield
-
-
-_WRAPPED = ("execute", "submit_job", "poll_until_complete", "get_job_status", "get_job_result")
-
-
-@contextmanager
-def _patched(operator_class: type, replacements: dict[str, Any], probe: ScenarioProbe) -> Iterator[None]:
-    from airflow.sdk.execution_time.context import TaskStateStoreAccessor
-
-    original_set = TaskStateStoreAccessor.set
-
-    def flaky_set(store: Any, key: str, value: Any, **kwargs: Any) -> None:
-        is_id_write = key == RECORD_KEY and isinstance(value, dict) and value.get("phase") == "submitted"
-        if probe.fail_record_write_once and is_id_write:
-            probe.fail_record_write_once = False
-            probe.failed_writes += 1
-            raise ConnectionError("injected: the API server refused the state-store write")
-        original_set(store, key, value, **kwargs)
-
-    with ExitStack() as stack:
-        for name, replacement in replacements.items():
-            stack.enter_context(mock.patch.object(operator_class, name, replacement))
-        stack.enter_context(mock.patch.object(TaskStateStoreAccessor, "set", flaky_set))
-        yield
-
-
-def finish_on_first_poll(succeeded: bool = True, *, on_try: int | None = None) -> PollHook:
-    """A poll hook that ends the polled job at the first poll (of ``on_try``, or of any try)."""
-
-    def hook(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
-        if index == 0 and (on_try is None or try_number == on_try):
-            probe.cloud.finish(external_id, succeeded=succeeded)
-
-    return hook
-
-
-def _sigterm_self() -> None:
-    """Deliver a real SIGTERM to this process: Airflow's task-runner handler calls ``on_kill``."""
-    import signal
-
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _mark_task_instance(probe: ScenarioProbe, state: str) -> None:
-    """Change the task instance's state on the server, as a user's "mark failed" does."""
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import update
-
-    ti = probe.context["ti"]
-    with create_session() as session:
-        session.execute(
-            update(TaskInstance)
-            .where(
-                TaskInstance.dag_id == ti.dag_id,
-                TaskInstance.run_id == ti.run_id,
-                TaskInstance.task_id == ti.task_id,
-                TaskInstance.map_index == ti.map_index,
-            )
-            .values(state=state)
-        )
-
-
-class InterruptionContract:
-    """
-    Stop-signal scenarios, with real SIGTERMs to the process running ``dag.test()``.
-
-    Mixed into :class:`ResumableOperatorContract`; kept apart to keep each class readable.
-    """
-
-    if TYPE_CHECKING:
-        operator_class: ClassVar[Any]
-
-        def _run(self, cloud: CloudDriver, probe: ScenarioProbe, **overrides: Any) -> DagRunOutcome: ...
-        @staticmethod
-        def _record(outcome: DagRunOutcome, map_index: int = -1) -> dict[str, Any]: ...
-
-    def test_worker_shutdown_is_a_checkpoint(self, cloud: CloudDriver) -> None:
-        """SIGTERM while the server holds the try running: job kept, reschedule, same try reconnects."""
-
-        def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
-            if probe.attempt == 1 and index == 0:
-                _sigterm_self()
-            elif probe.attempt > 1:
-                probe.cloud.finish(external_id, succeeded=True)
-
-        probe = ScenarioProbe(cloud, on_poll)
-        outcome = self._run(cloud, probe)
-        assert outcome.task("job").state == "success"
-        assert outcome.task("job").try_number == 1, "a checkpoint must not consume a retry"
-        assert probe.executions == 2
-        assert len(cloud.submitted_ids()) == 1 and cloud.cancelled_ids() == []
-        record = self._record(outcome)
-        assert record["resumes"] == 1 and record["interruption"]["signal"] == "SIGTERM"
-
-    def test_three_shutdowns_in_a_row(self, cloud: CloudDriver) -> None:
-        """Three consecutive worker shutdowns within max_resumes=3: one job, no retry consumed."""
-
-        def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
-            if probe.attempt <= 3 and index == 0:
-                _sigterm_self()
-            elif probe.attempt > 3:
-                probe.cloud.finish(external_id, succeeded=True)
-
-        probe = ScenarioProbe(cloud, on_poll)
-        outcome = self._run(cloud, probe)
-        assert outcome.task("job").state == "success"
-        assert outcome.task("job").try_number == 1
-        assert probe.executions == 4 and len(cloud.submitted_ids()) == 1
-        assert self._record(outcome)["resumes"] == 3
-
-    def test_user_stop_cancels(self, cloud: CloudDriver) -> None:
-        """SIGTERM after the server marked the try failed: the job is cancelled and not resubmitted."""
-
-        def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
-            if index == 0:
-                _mark_task_instance(probe, "failed")
-                _sigterm_self()
-
-        probe = ScenarioProbe(cloud, on_poll)
-        outcome = self._run(cloud, probe)
-        assert outcome.task("job").state == "failed"
-        assert len(cloud.submitted_ids()) == 1
-        assert cloud.cancelled_ids() == cloud.submitted_ids()
-        assert probe.executions == 1
-
-    def test_execution_timeout_cancels(self, cloud: CloudDriver) -> None:
-        """execution_timeout while the job runs: the job is cancelled and the task fails."""
-
-        def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
-            if index == 0:
-                threading.Event().wait(20)  # a status call that outlives the timeout (SIGALRM ends it)
-
-        probe = ScenarioProbe(cloud, on_poll)
-        # 3 s, not 1 s: a full garbage collection of a big test process alone can take a second.
-        outcome = self._run(cloud, probe, retries=0, execution_timeout=timedelta(seconds=3))
-        assert outcome.task("job").state == "failed"
-        assert len(cloud.submitted_ids()) == 1
-        assert cloud.cancelled_ids() == cloud.submitted_ids()
+__all__ = [
+    "SPEC_TEMPLATE",
+    "SPEC_VARIABLE",
+    "CloudDriver",
+    "PollHook",
+    "ResumableOperatorContract",
+    "ScenarioProbe",
+    "SimulatedWorkerCrash",
+    "ThrottlingCloudDriver",
+    "check_operator_class",
+    "finish_on_first_poll",
+]
 
 
 class ResumableOperatorContract(InterruptionContract):
@@ -326,8 +83,13 @@ class ResumableOperatorContract(InterruptionContract):
     """
 
     operator_class: ClassVar[Any]
-    #: Whether the service deduplicates on the token; False requires ``find_job``.
+    #: Retries of the scenario's task (the scenarios need one).
     retries: ClassVar[int] = 1
+    #: ``execution_timeout`` of every try: a scenario that hangs fails within it, not after minutes.
+    scenario_timeout: ClassVar[timedelta] = timedelta(seconds=30)
+    #: Seconds a submitted job may go without a status call through ``get_job_status`` before the
+    #: kit ends the scenario as stalled (a poll loop that bypasses the mixin's hooks never ends).
+    stall_timeout: ClassVar[float] = 10.0
 
     def operator_kwargs(self, cloud: CloudDriver, spec_marker: str) -> dict[str, Any]:
         """
@@ -348,11 +110,12 @@ class ResumableOperatorContract(InterruptionContract):
     ) -> DagRunOutcome:
         from airflow.sdk import DAG
 
+        check_operator_class(self.operator_class)
         dag_id = f"contract_{type(self).__name__}_{uuid.uuid4().hex[:8]}"
         common = {
             "retries": self.retries,
             "retry_delay": timedelta(0),
-            "execution_timeout": timedelta(seconds=60),
+            "execution_timeout": self.scenario_timeout,
             "cloud_retry": RetryPolicy(attempts=3, wait=wait_none()),
             "state_store_retry": RetryPolicy(attempts=1, wait=wait_none()),
             "resume_delay": timedelta(0),
@@ -369,8 +132,11 @@ class ResumableOperatorContract(InterruptionContract):
                 self.operator_class.partial(task_id="job", **common, **shared).expand_kwargs(
                     [{k: v for k, v in p.items() if k not in shared} for p in per_index]
                 )
-        with probe.install(self.operator_class):
-            return run_dag(dag)
+        with probe.install(self.operator_class), _StallWatch(probe, self.stall_timeout) as watch:
+            outcome = run_dag(dag)
+        if watch.stalled is not None:
+            raise AssertionError(watch.stalled)
+        return outcome
 
     @staticmethod
     def _record(outcome: DagRunOutcome, map_index: int = -1) -> dict[str, Any]:
@@ -448,6 +214,63 @@ class ResumableOperatorContract(InterruptionContract):
         assert outcome.task("job").try_number == 2
         assert len(cloud.submitted_ids()) == 1
         assert probe.polled[2] == [cloud.submitted_ids()[0]]
+
+    def test_find_job_ignores_a_namesake_with_another_token(self, cloud: CloudDriver) -> None:
+        """
+        A crash before persist, with a newer job of the same spec under another token: the retry
+        reconnects to the job of its own token, never to the newest namesake.
+        """
+        probe = ScenarioProbe(
+            cloud, finish_on_first_poll(), crash_after_submit={1}, namesake_after_submit={1}
+        )
+        outcome = self._run(cloud, probe)
+        own = probe.submitted[1][0]
+        assert probe.namesakes != [] and probe.namesakes[0] != own, "the kit's namesake was not created"
+        assert outcome.task("job").state == "success"
+        assert probe.polled[2] == [own], (
+            f"try 2 polled {probe.polled[2]}, not its own job {own!r} (namesake {probe.namesakes[0]!r}): "
+            f"find_job must return only a job that carries the token it is given"
+        )
+        assert len(cloud.submitted_ids()) == 2, f"jobs created: {cloud.submitted_ids()}"
+
+    def test_expired_job_raises_job_not_found(self, cloud: CloudDriver) -> None:
+        """
+        A job the service forgot is reported with JobNotFoundError (not a pseudo-state), and the
+        retry submits the next generation.
+        """
+
+        def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
+            if try_number == 1:
+                probe.cloud.expire(external_id)
+                probe.expired.add(str(external_id))
+                raise SimulatedWorkerCrash("worker died; the service's history then expired")
+            probe.cloud.finish(external_id, succeeded=True)
+
+        probe = ScenarioProbe(cloud, on_poll)
+        outcome = self._run(cloud, probe)
+        assert probe.expired_reads != [], "nothing asked the service about the expired job"
+        assert set(probe.expired_reads) == {"raised JobNotFoundError"}, (
+            f"get_job_status on an expired job: {probe.expired_reads}; it must raise "
+            f"airflow_resumable.exceptions.JobNotFoundError"
+        )
+        assert outcome.task("job").state == "success"
+        submitted = cloud.submitted_ids()
+        assert len(submitted) == 2 and probe.polled[2] == [submitted[1]], (submitted, dict(probe.polled))
+        assert self._record(outcome)["generation"] == 2
+
+    def test_throttled_submit_costs_no_retry(self, cloud: CloudDriver) -> None:
+        """A throttled submit is retried within the same try (is_transient_error knows throttling)."""
+        throttle = getattr(cloud, "throttle_next_submit", None)
+        if throttle is None:
+            import pytest
+
+            pytest.skip(f"{type(cloud).__name__} has no throttle_next_submit()")
+        throttle()
+        probe = ScenarioProbe(cloud, finish_on_first_poll())
+        outcome = self._run(cloud, probe)
+        assert outcome.task("job").state == "success"
+        assert outcome.task("job").try_number == 1, "a throttled submit burned a retry"
+        assert len(cloud.submitted_ids()) == 1
 
     def test_state_store_write_fails_once(self, cloud: CloudDriver) -> None:
         """A failed write of the job id is survivable: the same try finishes, one job, no retry used."""
@@ -598,6 +421,7 @@ class ResumableOperatorContract(InterruptionContract):
         assert sorted(map(str, (r["external_id"] for r in records))) == sorted(map(str, submitted))
 
 
+#: Methods that must come from a resumable class: a stock operator's version bypasses the engine.
 def _record_vandal(value: Any, *, drop_bare_id: bool = False) -> PollHook:
     """A poll hook that damages the stored record during try 1, then lets try 2 finish the job."""
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from airflow.sdk import BaseOperator
 from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
 
+from airflow_resumable.exceptions import JobNotFoundError
 from airflow_resumable.testing.contract import ResumableOperatorContract
 from airflow_resumable.testing.toy import ToyTaggedJobOperator, toy_service
 from tests.test_toy_contract import ToyDriver
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
+    from pydantic import JsonValue
 
 
 class CoreMixinToyOperator(ToyTaggedJobOperator):
@@ -54,3 +58,103 @@ def test_kit_catches_spec_change_adoption(driver: ToyDriver) -> None:
     with pytest.raises(AssertionError):
         _CoreMixinKit().test_spec_change_is_not_adopted(driver)
     assert len(driver.submitted_ids()) == 1
+
+
+class NewestJobFinder(ToyTaggedJobOperator):
+    """Defect: ``find_job`` returns the newest job, whatever token it carries."""
+
+    def find_job(self, token: str, context: Context) -> JsonValue:
+        jobs = list(self._svc.jobs)
+        return jobs[-1] if jobs else None
+
+
+class PseudoStateReporter(ToyTaggedJobOperator):
+    """Defect: a forgotten job is reported as a ``NOT_FOUND`` status instead of JobNotFoundError."""
+
+    def get_job_status(self, external_id: JsonValue, context: Context) -> str:
+        try:
+            return super().get_job_status(external_id, context)
+        except JobNotFoundError:
+            return "NOT_FOUND"
+
+
+class ThrottleIntolerant(ToyTaggedJobOperator):
+    """Defect: no error is transient, so one throttled submit fails the try."""
+
+    def is_transient_error(self, error: BaseException) -> bool:
+        return False
+
+
+class OwnPollLoop(ToyTaggedJobOperator):
+    """Defect: waits on the service directly (a stock waiter kept), bypassing ``get_job_status``."""
+
+    def poll_until_complete(self, external_id: JsonValue, context: Context) -> None:
+        while self._svc.jobs[str(external_id)].state in ("PENDING", "RUNNING"):
+            threading.Event().wait(0.05)
+
+
+class StockLikeOperator(BaseOperator):
+    """A stock operator that waits for its job in ``execute``."""
+
+    def execute(self, context: Context) -> Any:
+        threading.Event().wait(60)
+
+
+class StockFirst(StockLikeOperator, ToyTaggedJobOperator):  # type: ignore[misc]
+    """Defect: the stock class first in the bases, so its ``execute`` wins."""
+
+
+def _toy_kit(operator: type, *, stall_timeout: float = 10.0) -> ResumableOperatorContract:
+    class Kit(ResumableOperatorContract):
+        operator_class = operator
+
+        def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:
+            return {"service": cloud.service.name, "command": f"echo {spec_marker}", "poll_interval": 0.001}
+
+    Kit.stall_timeout = stall_timeout
+    return Kit()
+
+
+@pytest.fixture
+def tagged() -> ToyDriver:
+    return ToyDriver(toy_service(f"defect-{uuid.uuid4().hex[:6]}", deduplicates=False))
+
+
+def test_kit_catches_find_job_that_ignores_the_token(tagged: ToyDriver) -> None:
+    """A find_job that returns the newest namesake adopts another intent's job; the kit says so."""
+    with pytest.raises(AssertionError, match="must return only a job that carries the token"):
+        _toy_kit(NewestJobFinder).test_find_job_ignores_a_namesake_with_another_token(tagged)
+
+
+def test_kit_catches_a_pseudo_state_for_an_expired_job(tagged: ToyDriver) -> None:
+    """A NOT_FOUND status instead of JobNotFoundError fails the expiry scenario with what it saw."""
+    with pytest.raises(AssertionError, match="returned 'NOT_FOUND'"):
+        _toy_kit(PseudoStateReporter).test_expired_job_raises_job_not_found(tagged)
+
+
+def test_kit_catches_a_throttle_that_burns_a_retry(tagged: ToyDriver) -> None:
+    """An is_transient_error that does not know throttling costs a retry; the kit sees it."""
+    with pytest.raises(AssertionError, match="burned a retry"):
+        _toy_kit(ThrottleIntolerant).test_throttled_submit_costs_no_retry(tagged)
+
+
+def test_kit_ends_a_poll_loop_that_bypasses_the_hooks(tagged: ToyDriver) -> None:
+    """A poll loop outside get_job_status is reported as stalled instead of hanging to the timeout."""
+    with pytest.raises(AssertionError, match="stalled: no status call went through get_job_status"):
+        _toy_kit(OwnPollLoop, stall_timeout=1.0).test_fresh_submit(tagged)
+    states = {tagged.service.jobs[str(i)].state for i in tagged.submitted_ids()}
+    assert states == {"FAILED"}, "the kit ends every job of a stalled scenario"
+
+
+def test_kit_refuses_the_stock_class_first_in_the_bases(tagged: ToyDriver) -> None:
+    """With the stock class first, the kit fails before running anything, naming the method."""
+    with pytest.raises(AssertionError, match=r"StockFirst.execute comes from .*StockLikeOperator"):
+        _toy_kit(StockFirst).test_fresh_submit(tagged)
+    assert tagged.submitted_ids() == []
+
+
+def test_kit_failures_show_their_values(driver: ToyDriver) -> None:
+    """The kit is assertion-rewritten (the package's pytest plugin): a failure shows the values."""
+    with pytest.raises(AssertionError) as failure:
+        _CoreMixinKit().test_crash_between_submit_and_persist(driver)
+    assert "2 == 1" in str(failure.value)

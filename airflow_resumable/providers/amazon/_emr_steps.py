@@ -18,7 +18,7 @@ from airflow.providers.amazon.aws.links.emr import EmrClusterLink, EmrLogsLink, 
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
-from airflow_resumable.providers.amazon._common import AwsJobMixin, no_retry_client, require_text
+from airflow_resumable.providers.amazon.common import AwsJobMixin, no_retry_client, require_text, token_key
 from airflow_resumable.providers.amazon.triggers import ResumableEmrAddStepsTrigger
 
 if TYPE_CHECKING:
@@ -41,11 +41,9 @@ _MARKER = re.compile(r" \[ar:([0-9a-f]{12}):(\d+)/(\d+)\]$")
 
 def step_marker(token: str, index: int, count: int) -> str:
     """The suffix added to the name of step ``index`` (0-based) of ``count`` submitted with ``token``."""
-    return f" [ar:{_token_key(token)}:{index + 1}/{count}]"
+    return f" [ar:{token_key(token)}:{index + 1}/{count}]"
 
 
-def _token_key(token: str) -> str:
-    return token.removeprefix("ar-")[:12]
 
 
 def combined_step_state(states: list[str]) -> str:
@@ -215,7 +213,7 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
 
     def find_job(self, token: str, context: Context) -> JsonValue:
         """The ids of the steps marked with ``token``, in submission order, or None if there are none."""
-        key, found, count = _token_key(token), {}, 0
+        key, found, count = token_key(token), {}, 0
         paginator = self.hook.conn.get_paginator("list_steps")
         for page_number, page in enumerate(paginator.paginate(ClusterId=self._cluster_id)):
             for step in page.get("Steps") or []:

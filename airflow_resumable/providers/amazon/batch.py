@@ -16,7 +16,7 @@ from airflow.providers.amazon.aws.operators.batch import BatchOperator
 from airflow.providers.amazon.aws.utils import trim_none_values
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError
-from airflow_resumable.providers.amazon._common import (
+from airflow_resumable.providers.amazon.common import (
     AwsJobMixin,
     no_retry_client,
     require_mapping,

@@ -16,7 +16,7 @@ from airflow_resumable.providers.amazon import (
     ResumableEmrContainerOperator,
     ResumableEmrServerlessStartJobOperator,
 )
-from airflow_resumable.providers.amazon._common import (
+from airflow_resumable.providers.amazon.common import (
     is_transient_aws_error,
     no_retry_client,
     require_mapping,

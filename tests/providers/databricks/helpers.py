@@ -32,8 +32,9 @@ CLOUD_RETRY = RetryPolicy(attempts=3, wait=wait_none())
 class FakeDatabricksDriver:
     """The contract kit's CloudDriver over a FakeDatabricks: counts and controls runs."""
 
-    def __init__(self, fake: FakeDatabricks) -> None:
+    def __init__(self, fake: FakeDatabricks, submit_endpoint: str = "runs/submit") -> None:
         self.fake = fake
+        self.submit_endpoint = submit_endpoint
 
     def submitted_ids(self) -> list[JsonValue]:
         """Runs the fake created (idempotent replays excluded)."""
@@ -52,6 +53,10 @@ class FakeDatabricksDriver:
     def expire(self, external_id: JsonValue) -> None:
         """Drop a run from the run history."""
         self.fake.expire_run(int(str(external_id)))
+
+    def throttle_next_submit(self) -> None:
+        """Answer the next submit call with HTTP 429 (nothing is created)."""
+        self.fake.inject_fault(self.submit_endpoint, 429)
 
 
 def task_context(

@@ -96,7 +96,7 @@ class TestResumableDatabricksRunNowOperatorContract(XComParity, ResumableOperato
     @pytest.fixture
     def cloud(self, fake: FakeDatabricks) -> FakeDatabricksDriver:
         fake.create_job("nightly", {"tasks": [{"task_key": "etl", "notebook_task": {"notebook_path": "/x"}}]})
-        return FakeDatabricksDriver(fake)
+        return FakeDatabricksDriver(fake, submit_endpoint="run-now")
 
     def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:
         return {"job_name": "nightly", "job_parameters": {"marker": spec_marker}, **_FAST}

@@ -1,17 +1,27 @@
 """
-What every resumable AWS operator shares: transient errors, a submit client without botocore
-retries, argument checks, and the execute / poll / defer / resume plumbing around the mixin.
+What every resumable AWS operator shares, public for provider maintainers who write their own:
 
-Private: the public classes live in :mod:`airflow_resumable.providers.amazon.batch` and
-:mod:`airflow_resumable.providers.amazon.emr`. Nothing here decides about resuming; that stays in
-:class:`~airflow_resumable.mixin.ResumableJobMixin`.
+- :func:`is_transient_aws_error`: throttling, 429, 5xx and connection failures (what botocore's
+  standard retry mode retries), for ``is_transient_error`` when botocore's retries are off;
+- :func:`no_retry_client`: a client of the hook's service with botocore's retries off, for the
+  submit call, so a lost response is never re-sent blindly;
+- :func:`token_key` and :func:`name_with_token`: a short key derived from the submission token,
+  and a job name that carries it (for services whose job names are unique: SageMaker, Step
+  Functions), within the service's length limit;
+- :func:`find_in_pages`: the first item of a paginated listing that matches, with a bound;
+- :func:`require_text`, :func:`require_mapping`: argument checks that fail before any AWS call;
+- :class:`AwsJobMixin`: execute, fingerprint, the not-waiting mode and ``deferrable=True``
+  (defer to the stock trigger, resume through the engine) around
+  :class:`~airflow_resumable.mixin.ResumableJobMixin`.
+
+Nothing here decides about resuming; that stays in the mixin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast
 
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
@@ -33,10 +43,13 @@ __all__ = [
     "NO_RETRY_CONFIG",
     "AwsJobMixin",
     "error_code",
+    "find_in_pages",
     "is_transient_aws_error",
+    "name_with_token",
     "no_retry_client",
     "require_mapping",
     "require_text",
+    "token_key",
 ]
 
 T = TypeVar("T")
@@ -87,6 +100,55 @@ def no_retry_client(hook: Any) -> Any:
     """A client of the hook's service and connection with botocore's retries turned off."""
     base = deepcopy(hook.config) if hook.config is not None else Config()
     return hook.get_client_type(config=base.merge(NO_RETRY_CONFIG))
+
+
+def token_key(token: str, length: int = 12) -> str:
+    """
+    ``length`` hex characters of a submission token (``ar-<40 hex>``): short enough for a name or
+    a tag, long enough that two intents never share it in practice.
+    """
+    return token.removeprefix("ar-")[:length]
+
+
+def name_with_token(base: str, token: str, *, max_length: int, key_length: int = 12) -> str:
+    """
+    ``<base>-<token key>``, with ``base`` cut so the whole fits ``max_length`` characters.
+
+    For services whose job names are unique per account (SageMaker) or per state machine (Step
+    Functions): the name itself deduplicates a resubmission of the same intent, and a new intent
+    (a new token) gets a new name. Deterministic: the same base and token always give the same name.
+
+    :raises InvalidJobSpecError: when ``max_length`` leaves no room for the key.
+    """
+    suffix = f"-{token_key(token, key_length)}"
+    room = max_length - len(suffix)
+    if room < 1:
+        raise InvalidJobSpecError(f"a name of at most {max_length} characters cannot carry a token key")
+    return base[:room].rstrip("-") + suffix
+
+
+def find_in_pages(
+    pages: Iterable[Mapping[str, Any]],
+    items_key: str,
+    matches: Callable[[Mapping[str, Any]], bool],
+    *,
+    max_items: int = 1000,
+) -> Mapping[str, Any] | None:
+    """
+    The first item under ``items_key`` of a paginator's pages for which ``matches`` is true.
+
+    Stops after ``max_items`` items (a lookup must stay bounded on a service with a long
+    history): list newest first where the API allows, so that the job of a recent intent is seen.
+    """
+    seen = 0
+    for page in pages:
+        for item in page.get(items_key) or []:
+            if matches(item):
+                return cast("Mapping[str, Any]", item)
+            seen += 1
+            if seen >= max_items:
+                return None
+    return None
 
 
 def require_text(value: Any, argument: str, service: str) -> str:

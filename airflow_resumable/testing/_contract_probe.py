@@ -1,0 +1,316 @@
+"""
+The contract kit's instruments: the probe wrapped around an operator's hooks, the cloud driver
+protocol, and the guards that make a broken operator fail fast instead of hanging.
+
+Private: import the public names from :mod:`airflow_resumable.testing.contract`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from unittest import mock
+
+from airflow_resumable.record import RECORD_KEY
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pydantic import JsonValue
+
+
+__all__ = [
+    "CloudDriver",
+    "ScenarioProbe",
+    "SimulatedWorkerCrash",
+    "ThrottlingCloudDriver",
+    "check_operator_class",
+    "finish_on_first_poll",
+]
+
+SPEC_VARIABLE = "AIRFLOW_RESUMABLE_CONTRACT_SPEC"
+#: A templated value for ``operator_kwargs``: it renders to the value of an Airflow Variable the kit
+#: changes between tries to simulate a user who fixed the job's inputs.
+SPEC_TEMPLATE = "{{ var.value.airflow_resumable_contract_spec }}"
+_MAX_POLLS = 500
+
+
+class SimulatedWorkerCrash(Exception):
+    """Raised by the kit inside a task to end a try the way a dying worker would."""
+
+
+class CloudDriver(Protocol):
+    """What the kit needs from a fake service: counts and control of remote jobs."""
+
+    def submitted_ids(self) -> list[JsonValue]:
+        """Ids of the jobs the service actually created, in order (duplicates show up here)."""
+
+    def cancelled_ids(self) -> list[JsonValue]:
+        """Ids of jobs the service was asked to cancel."""
+
+    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
+        """End a job with success or failure."""
+
+    def expire(self, external_id: JsonValue) -> None:
+        """Forget a job, as a service whose run history expired would."""
+
+
+class ThrottlingCloudDriver(CloudDriver, Protocol):
+    """
+    A driver that can also throttle: the kit then checks that a throttled submit costs no retry.
+
+    Optional: a driver without :meth:`throttle_next_submit` skips that one scenario.
+    """
+
+    def throttle_next_submit(self) -> None:
+        """Answer the next submit call with the service's throttling error (nothing is created)."""
+
+
+PollHook = Callable[["ScenarioProbe", int, Any, int], None]
+
+
+@dataclass
+class ScenarioProbe:
+    """
+    Instrumentation of one operator class during one scenario.
+
+    ``on_poll(probe, try_number, external_id, poll_index)`` runs before each status call made
+    while polling (not the ones the attempt-start decision makes) and may finish the job or raise
+    :class:`SimulatedWorkerCrash`; ``crash_after_submit`` lists the tries whose first submission is
+    followed by a crash before the id is stored; ``namesake_after_submit`` lists the tries whose
+    submission is followed by a second one of the same spec under another token (a newer namesake,
+    recorded in ``namesakes``) before that crash. ``expired`` holds ids the scenario made the
+    service forget; ``expired_reads`` what each status call on one of them did (``raised X`` or
+    ``returned S``).
+    """
+
+    cloud: CloudDriver
+    on_poll: PollHook
+    crash_after_submit: set[int] = field(default_factory=set)
+    namesake_after_submit: set[int] = field(default_factory=set)
+    fail_record_write_once: bool = False
+    polled: dict[int, list[JsonValue]] = field(default_factory=lambda: defaultdict(list))
+    submitted: dict[int, list[JsonValue]] = field(default_factory=lambda: defaultdict(list))
+    returned: list[Any] = field(default_factory=list)
+    job_results: list[Any] = field(default_factory=list)
+    failed_writes: int = 0
+    executions: int = 0
+    namesakes: list[JsonValue] = field(default_factory=list)
+    expired: set[str] = field(default_factory=set)
+    expired_reads: list[str] = field(default_factory=list)
+    last_activity: float | None = None
+    _local: threading.local = field(default_factory=threading.local)
+
+    @property
+    def try_number(self) -> int:
+        """The try number of the task instance running in this thread."""
+        return int(getattr(self._local, "try_number", 0))
+
+    @property
+    def attempt(self) -> int:
+        """How many times ``execute`` has started in this scenario (reschedules included)."""
+        return self.executions
+
+    @property
+    def context(self) -> Any:
+        """The Airflow context of the try running in this thread."""
+        return self._local.context
+
+    @property
+    def operator(self) -> Any:
+        """The operator instance running in this thread."""
+        return self._local.operator
+
+    @contextmanager
+    def install(self, operator_class: type) -> Iterator[None]:
+        """Wrap the operator's hooks for the duration of a ``with`` block."""
+        probe = self
+        originals = {name: getattr(operator_class, name) for name in _WRAPPED}
+
+        def execute(op: Any, context: Any) -> Any:
+            probe.executions += 1
+            probe._local.try_number = context["ti"].try_number
+            probe._local.context = context
+            probe._local.operator = op
+            probe._local.polling = False
+            result = originals["execute"](op, context)
+            probe.returned.append(result)
+            return result
+
+        def submit_job(op: Any, context: Any) -> Any:
+            external_id = originals["submit_job"](op, context)
+            probe.submitted[probe.try_number].append(external_id)
+            probe.last_activity = time.monotonic()
+            if probe.try_number in probe.namesake_after_submit:
+                probe.namesake_after_submit.discard(probe.try_number)
+                own_token = op.submission_token
+                op.submission_token = "ar-" + uuid.uuid4().hex + uuid.uuid4().hex[:8]  # another intent
+                try:
+                    probe.namesakes.append(originals["submit_job"](op, context))
+                finally:
+                    op.submission_token = own_token
+            if probe.try_number in probe.crash_after_submit:
+                probe.crash_after_submit.discard(probe.try_number)
+                raise SimulatedWorkerCrash("worker died after the service accepted the job")
+            return external_id
+
+        def poll_until_complete(op: Any, external_id: Any, context: Any) -> Any:
+            probe._local.polling = True
+            probe._local.polls = 0
+            try:
+                return originals["poll_until_complete"](op, external_id, context)
+            finally:
+                probe._local.polling = False
+
+        def get_job_status(op: Any, external_id: Any, context: Any) -> Any:
+            if str(external_id) in probe.expired:
+                try:
+                    status = originals["get_job_status"](op, external_id, context)
+                except Exception as err:
+                    probe.expired_reads.append(f"raised {type(err).__name__}")
+                    raise
+                probe.expired_reads.append(f"returned {status!r}")
+                return status
+            if getattr(probe._local, "polling", False):
+                probe.last_activity = time.monotonic()
+                index = probe._local.polls
+                probe._local.polls += 1
+                if index >= _MAX_POLLS:
+                    raise RuntimeError("the scenario never ended the job it was polling")
+                if index == 0:
+                    probe.polled[probe.try_number].append(external_id)
+                probe.on_poll(probe, probe.try_number, external_id, index)
+            return originals["get_job_status"](op, external_id, context)
+
+        def get_job_result(op: Any, external_id: Any, context: Any) -> Any:
+            result = originals["get_job_result"](op, external_id, context)
+            probe.job_results.append(result)
+            return result
+
+        replacements = {
+            "execute": execute,
+            "submit_job": submit_job,
+            "poll_until_complete": poll_until_complete,
+            "get_job_status": get_job_status,
+            "get_job_result": get_job_result,
+        }
+        with _patched(operator_class, replacements, probe):
+            yield
+
+
+_WRAPPED = ("execute", "submit_job", "poll_until_complete", "get_job_status", "get_job_result")
+
+
+@contextmanager
+def _patched(operator_class: type, replacements: dict[str, Any], probe: ScenarioProbe) -> Iterator[None]:
+    from airflow.sdk.execution_time.context import TaskStateStoreAccessor
+
+    original_set = TaskStateStoreAccessor.set
+
+    def flaky_set(store: Any, key: str, value: Any, **kwargs: Any) -> None:
+        is_id_write = key == RECORD_KEY and isinstance(value, dict) and value.get("phase") == "submitted"
+        if probe.fail_record_write_once and is_id_write:
+            probe.fail_record_write_once = False
+            probe.failed_writes += 1
+            raise ConnectionError("injected: the API server refused the state-store write")
+        original_set(store, key, value, **kwargs)
+
+    with ExitStack() as stack:
+        for name, replacement in replacements.items():
+            stack.enter_context(mock.patch.object(operator_class, name, replacement))
+        stack.enter_context(mock.patch.object(TaskStateStoreAccessor, "set", flaky_set))
+        yield
+
+
+def finish_on_first_poll(succeeded: bool = True, *, on_try: int | None = None) -> PollHook:
+    """A poll hook that ends the polled job at the first poll (of ``on_try``, or of any try)."""
+
+    def hook(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
+        if index == 0 and (on_try is None or try_number == on_try):
+            probe.cloud.finish(external_id, succeeded=succeeded)
+
+    return hook
+
+
+_ENGINE_METHODS = ("execute", "execute_resumable", "poll_until_complete")
+
+
+def check_operator_class(operator_class: type) -> None:
+    """
+    Fail at once when the operator's engine methods come from the stock operator.
+
+    ``class MyOperator(StockOperator, ResumableJobMixin)`` gives the stock ``execute`` (and, for a
+    stock class built on Airflow's core mixin, its ``execute_resumable`` and poll loop) precedence:
+    the resumable engine never runs and every scenario would hang until its timeout.
+
+    :raises AssertionError: naming the method, the class it comes from and the fix.
+    """
+    from airflow_resumable.mixin import ResumableJobMixin
+
+    if not issubclass(operator_class, ResumableJobMixin):
+        raise AssertionError(
+            f"{operator_class.__name__} is not a subclass of airflow_resumable.mixin.ResumableJobMixin"
+        )
+    for name in _ENGINE_METHODS:
+        owner = next(klass for klass in operator_class.__mro__ if name in vars(klass))
+        if not issubclass(owner, ResumableJobMixin):
+            raise AssertionError(
+                f"{operator_class.__name__}.{name} comes from {owner.__module__}.{owner.__qualname__}, "
+                f"not from a resumable class: put the resumable mixin (or AwsJobMixin) before the stock "
+                f"operator in the bases, and do not override {name} with the stock one "
+                f"(MRO: {[klass.__name__ for klass in operator_class.__mro__[:6]]})."
+            )
+
+
+class _StallWatch:
+    """
+    Ends a scenario whose submitted job sees no status call through ``get_job_status`` in time.
+
+    A thread checks every 0.2 s; on a stall it fails every job the scenario submitted in the fake
+    (so that whatever loop waits on them ends) and keeps the reason in ``stalled``.
+    """
+
+    def __init__(self, probe: ScenarioProbe, timeout: float) -> None:
+        self.probe = probe
+        self.timeout = timeout
+        self.stalled: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="contract-stall-watch", daemon=True)
+
+    def __enter__(self) -> _StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            last = self.probe.last_activity
+            if last is None or time.monotonic() - last < self.timeout:
+                continue
+            submitted = [i for ids in self.probe.submitted.values() for i in ids]
+            self.stalled = (
+                f"stalled: no status call went through get_job_status for {self.timeout:.0f} s after "
+                f"job(s) {submitted} were submitted (polls so far: {dict(self.probe.polled)}). The "
+                f"operator waits outside the mixin's hooks, e.g. a stock poll loop or waiter kept in "
+                f"poll_until_complete; the kit failed the jobs in the fake to end the scenario."
+            )
+            ended: list[str] = []
+            while True:  # keep failing what later tries submit, until the scenario is over
+                for external_id in [i for ids in self.probe.submitted.values() for i in ids]:
+                    if str(external_id) not in ended:
+                        ended.append(str(external_id))
+                        # already ended or expired: nothing left to unblock
+                        with contextlib.suppress(Exception):
+                            self.probe.cloud.finish(external_id, succeeded=False)
+                if self._done.wait(0.2):
+                    return
