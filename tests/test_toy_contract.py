@@ -3,37 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from airflow_resumable.testing.contract import ResumableOperatorContract
-from airflow_resumable.testing.toy import ToyJobOperator, ToyJobService, ToyTaggedJobOperator, toy_service
-
-if TYPE_CHECKING:
-    from pydantic import JsonValue
-
-
-class ToyDriver:
-    """CloudDriver over a ToyJobService."""
-
-    def __init__(self, service: ToyJobService) -> None:
-        self.service = service
-
-    def submitted_ids(self) -> list[JsonValue]:
-        return list(self.service.submissions)
-
-    def cancelled_ids(self) -> list[JsonValue]:
-        return list(self.service.cancels)
-
-    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
-        self.service.finish(str(external_id), succeeded=succeeded)
-
-    def expire(self, external_id: JsonValue) -> None:
-        self.service.expire(str(external_id))
-
-    def throttle_next_submit(self) -> None:
-        self.service.fail_next("submit")
+from airflow_resumable.testing.toy import ToyDriver, ToyJobOperator, ToyTaggedJobOperator, toy_service
 
 
 class TestToyJobOperatorContract(ResumableOperatorContract):

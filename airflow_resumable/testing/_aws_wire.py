@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 __all__ = ["ApiCall", "ErrorReply", "LedgerEntry", "Reply", "error_reply", "identify_call"]
 
 #: SigV4 signing names that differ from the botocore service name.
-_SIGNING_TO_SERVICE = {"elasticmapreduce": "emr"}
+_SIGNING_TO_SERVICE = {"elasticmapreduce": "emr", "states": "stepfunctions"}
 #: Default error code per HTTP status, for injected faults.
 DEFAULT_ERROR_CODES = {
     400: "ThrottlingException",

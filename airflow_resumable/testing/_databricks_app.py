@@ -88,6 +88,8 @@ _LEGACY_TASK_FIELDS = (
 )
 _LEGACY_CLUSTER_FIELDS = ("new_cluster", "existing_cluster_id", "libraries", "environment_key")
 MAX_TOKEN_LENGTH = 64
+MAX_TASK_KEY_LENGTH = 100
+_NOTEBOOK_SOURCES = ("WORKSPACE", "GIT")
 _GET_ENDPOINTS = frozenset({"runs/get", "runs/get-output", "runs/list", "jobs/get", "jobs/list"})
 
 
@@ -235,6 +237,23 @@ def _int_param(params: dict[str, Any], name: str, default: int | None = None) ->
 
 def _bool_param(value: Any) -> bool:
     return value is True or str(value).lower() in ("true", "1")
+
+
+def _check_notebook_task(notebook_task: Any) -> None:
+    """A ``notebook_task`` needs a ``notebook_path``; ``source`` is ``WORKSPACE`` or ``GIT`` if given."""
+    if notebook_task is None:
+        return
+    if not isinstance(notebook_task, dict):
+        raise FakeDatabricksError(400, "notebook_task must be an object")
+    path = notebook_task.get("notebook_path")
+    if not isinstance(path, str) or not path:
+        raise FakeDatabricksError(400, "Missing required field: notebook_task.notebook_path")
+    source = notebook_task.get("source")
+    if source not in (None, "", *_NOTEBOOK_SOURCES):
+        raise FakeDatabricksError(400, f"Invalid notebook_task.source {source!r}: expected WORKSPACE or GIT")
+    parameters = notebook_task.get("base_parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise FakeDatabricksError(400, "notebook_task.base_parameters must be an object")
 
 
 class FakeDatabricksState:
@@ -532,12 +551,17 @@ class FakeDatabricksState:
         tasks = params.get("tasks")
         if tasks is not None and not isinstance(tasks, list):
             raise FakeDatabricksError(400, "tasks must be an array")
+        run_name = str(params.get("run_name") or "Untitled")
         if tasks is None:
             if not any(key in params for key in _LEGACY_TASK_FIELDS):
                 raise FakeDatabricksError(400, "Missing required field: tasks")
             fields = _LEGACY_TASK_FIELDS + _LEGACY_CLUSTER_FIELDS
-            tasks = [{"task_key": "task", **{key: params[key] for key in fields if key in params}}]
-        run_name = str(params.get("run_name") or "Untitled")
+            # The one task of the single-task format is keyed by the run name, cut to the task key's
+            # length: the stock DatabricksNotebookOperator finds its task run by that key.
+            key = run_name[:MAX_TASK_KEY_LENGTH]
+            tasks = [{"task_key": key, **{field: params[field] for field in fields if field in params}}]
+        for task in tasks:
+            _check_notebook_task(task.get("notebook_task") if isinstance(task, dict) else None)
         run = self._create_run("SUBMIT_RUN", next(self._ids), run_name, params, tasks, token_key)
         return _Result({"run_id": run.run_id}, run.run_id, created=True)
 

@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_resumable.testing._aws_app import main, serve
 from airflow_resumable.testing._aws_control import MotoControl, MotoControlClient, MotoControlError
+from airflow_resumable.testing._aws_jobs_glue import provision_glue
+from airflow_resumable.testing._aws_jobs_sfn import provision_state_machine
 from airflow_resumable.testing._aws_process import MotoProcess
 from airflow_resumable.testing._aws_resources import (
     TEST_ACCOUNT_ID,
@@ -93,6 +95,8 @@ __all__ = [
     "provision_emr_cluster",
     "provision_emr_serverless_application",
     "provision_emr_virtual_cluster",
+    "provision_glue",
+    "provision_state_machine",
 ]
 
 log = logging.getLogger(__name__)

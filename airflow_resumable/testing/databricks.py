@@ -19,7 +19,11 @@ Contract:
 - **Idempotency**: ``idempotency_token`` (at most 64 characters, else 400) on runs/submit, and on
   run-now per job, returns the first run's id and creates no run.
 - **Runs and tasks**: every run has ``tasks``; each task has its own run id, which runs/get and
-  runs/get-output accept. runs/get-output on the parent run answers 400, as Databricks does.
+  runs/get-output accept. runs/get-output on the parent run answers 400, as Databricks does. A
+  runs/submit in the single-task format (a top-level ``notebook_task``, ...) gets one task keyed
+  by its ``run_name`` (first 100 characters; ``Untitled`` without one), which is how the stock
+  ``DatabricksNotebookOperator`` finds its task run. A ``notebook_task`` without
+  ``notebook_path``, or with a ``source`` other than ``WORKSPACE``/``GIT``, answers 400.
 - **Faults**: :meth:`~FakeDatabricksControl.inject_fault` makes the next calls to one endpoint fail,
   before handling or after it (the request takes effect, the client sees the error).
 - **Ledger**: every API call is a :class:`LedgerEntry`; control calls are not recorded.
@@ -61,12 +65,14 @@ if TYPE_CHECKING:
     import os
     from types import TracebackType
 
+    from pydantic import JsonValue
     from werkzeug.serving import BaseWSGIServer
 
 __all__ = [
     "FakeDatabricks",
     "FakeDatabricksClient",
     "FakeDatabricksControl",
+    "FakeDatabricksDriver",
     "FakeDatabricksError",
     "FakeDatabricksProcess",
     "FakeDatabricksState",
@@ -535,3 +541,41 @@ def databricks_connection_env(
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class FakeDatabricksDriver:
+    """
+    The contract kit's ``CloudDriver`` over a fake Databricks: counts and controls runs.
+
+    :param fake: a :class:`FakeDatabricks` (or any :class:`FakeDatabricksControl`).
+    :param submit_endpoint: the endpoint :meth:`throttle_next_submit` throttles (``runs/submit``
+        or ``run-now``).
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, fake: FakeDatabricksControl, submit_endpoint: str = "runs/submit") -> None:
+        self.fake = fake
+        self.submit_endpoint = submit_endpoint
+
+    def submitted_ids(self) -> list[JsonValue]:
+        """Runs the fake created (idempotent replays excluded)."""
+        return [entry.run_id for entry in self.fake.submissions()]
+
+    def cancelled_ids(self) -> list[JsonValue]:
+        """Runs the fake was asked to cancel."""
+        return [entry.run_id for entry in self.fake.cancels()]
+
+    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
+        """Terminate a run SUCCESS or FAILED."""
+        self.fake.finish_run(
+            int(str(external_id)), "SUCCESS" if succeeded else "FAILED", "" if succeeded else "boom"
+        )
+
+    def expire(self, external_id: JsonValue) -> None:
+        """Drop a run from the run history."""
+        self.fake.expire_run(int(str(external_id)))
+
+    def throttle_next_submit(self) -> None:
+        """Answer the next submit call with HTTP 429 (nothing is created)."""
+        self.fake.inject_fault(self.submit_endpoint, 429)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from airflow_resumable.ledger import CancelRecipe
 
 __all__ = [
+    "ToyDriver",
     "ToyJob",
     "ToyJobOperator",
     "ToyJobService",
@@ -222,3 +223,34 @@ class ToyTaggedJobOperator(ToyJobOperator):
 
     def find_job(self, token: str, context: Context) -> JsonValue:
         return self._svc.find_by_tag(token)
+
+
+class ToyDriver:
+    """
+    The contract kit's ``CloudDriver`` over a :class:`ToyJobService`: the smallest complete driver.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, service: ToyJobService) -> None:
+        self.service = service
+
+    def submitted_ids(self) -> list[JsonValue]:
+        """Jobs the service created (a deduplicated resubmission adds none)."""
+        return list(self.service.submissions)
+
+    def cancelled_ids(self) -> list[JsonValue]:
+        """Jobs the service was asked to cancel."""
+        return list(self.service.cancels)
+
+    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
+        """End a job ``SUCCEEDED`` or ``FAILED``."""
+        self.service.finish(str(external_id), succeeded=succeeded)
+
+    def expire(self, external_id: JsonValue) -> None:
+        """Forget a job."""
+        self.service.expire(str(external_id))
+
+    def throttle_next_submit(self) -> None:
+        """Make the next submit raise a transient error (nothing is created)."""
+        self.service.fail_next("submit")

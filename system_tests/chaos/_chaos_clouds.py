@@ -13,6 +13,7 @@ thread): the campaign runs many cases at once on two cores.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -31,10 +32,24 @@ T = TypeVar("T")
 _DATABRICKS_TERMINAL = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
 #: The tag ResumableBatchOperator puts the submission token in (``batch.TOKEN_TAG``).
 _BATCH_TOKEN_TAG = "airflow-resumable-token"
+#: Cancel operations of the AWS services.
+_AWS_CANCELS = frozenset(
+    {
+        "TerminateJob",
+        "CancelJob",
+        "CancelJobRun",
+        "CancelSteps",
+        "StopTask",
+        "BatchStopJobRun",
+        "StopTrainingJob",
+        "StopProcessingJob",
+        "StopExecution",
+    }
+)
 #: The marker ResumableEmrAddStepsOperator appends to step names (``_emr_steps._MARKER``).
-#: Cancel operations of the four AWS services.
-_AWS_CANCELS = frozenset({"TerminateJob", "CancelJob", "CancelJobRun", "CancelSteps"})
 _STEP_MARKER = re.compile(r" \[ar:([0-9a-f]{12}):\d+/\d+\]$")
+#: The token key ``name_with_token`` appends to a job name (Step Functions, SageMaker).
+_NAME_TOKEN_KEY = re.compile(r"-([0-9a-f]{12})$")
 
 
 class LedgerCache(Generic[T]):
@@ -159,7 +174,7 @@ class DatabricksView(CloudView):
         self.operator = operator
         self.client = client
         self.ledger = ledger
-        self.endpoint = "runs/submit" if operator == "databricks_submit_run" else "run-now"
+        self.endpoint = "run-now" if operator == "databricks_run_now" else "runs/submit"
 
     def conf(self, tag: str) -> dict[str, Any]:
         conf: dict[str, Any] = {"tag": tag}
@@ -168,6 +183,8 @@ class DatabricksView(CloudView):
         return conf
 
     def _label(self, body: dict[str, Any]) -> str:
+        if self.operator == "databricks_notebook":  # its run_name is the fixed databricks_task_key
+            return _dig(body, "notebook_task", "base_parameters", "tag") or ""
         if self.endpoint == "runs/submit":
             return str(body.get("run_name") or "")
         return f"chaos-{(body.get('notebook_params') or {}).get('tag', '')}"
@@ -187,7 +204,7 @@ class DatabricksView(CloudView):
                 self._label(e.body),
                 e.body.get("idempotency_token"),
                 e.timestamp,
-                _dig(e.body, *_SPEC_PATHS[self.endpoint]),
+                _dig(e.body, *_SPEC_PATHS[self.operator]),
             )
             for e in self._submits(label_prefix)
             if e.created and e.run_id is not None
@@ -231,12 +248,24 @@ class DatabricksView(CloudView):
 
 @dataclass(frozen=True)
 class AwsShape:
-    """How one AWS operator's jobs look in the controller's ledger."""
+    """
+    How one AWS operator's jobs look in the controller's ledger.
+
+    :param service: the botocore service of its calls.
+    :param submit: the operation that creates its jobs; ``status``: the one the operator polls with.
+    :param label: the job's name (``chaos-<tag>...``) from a submit call's request.
+    :param spec: where the ``chaos_spec_<tag>`` part of the spec sits in that request.
+    :param token: the submission token from a submit ledger entry (default: the entry's token).
+    :param idempotent: whether the service deduplicates a resubmission (else ``find_job``).
+    """
 
     service: str
     submit: str
     status: str
     label: Callable[[dict[str, Any]], str]
+    spec: tuple[str | int, ...]
+    token: Callable[[Any], str | None] = lambda entry: entry.token
+    idempotent: bool = False
 
 
 def _step_label(request: dict[str, Any]) -> str:
@@ -251,35 +280,69 @@ def _step_token(request: dict[str, Any]) -> str | None:
 
 
 AWS_SHAPES = {
-    "batch": AwsShape("batch", "SubmitJob", "DescribeJobs", lambda r: str(r.get("jobName", ""))),
+    "batch": AwsShape(
+        "batch",
+        "SubmitJob",
+        "DescribeJobs",
+        lambda r: str(r.get("jobName", "")),
+        ("parameters", "spec"),
+        token=lambda e: (e.request.get("tags") or {}).get(_BATCH_TOKEN_TAG),
+    ),
     "emr_serverless": AwsShape(
-        "emr-serverless", "StartJobRun", "GetJobRun", lambda r: str(r.get("name", ""))
+        "emr-serverless",
+        "StartJobRun",
+        "GetJobRun",
+        lambda r: str(r.get("name", "")),
+        ("jobDriver", "sparkSubmit", "entryPointArguments", -1),
+        idempotent=True,
     ),
     "emr_containers": AwsShape(
-        "emr-containers", "StartJobRun", "DescribeJobRun", lambda r: str(r.get("name", ""))
+        "emr-containers",
+        "StartJobRun",
+        "DescribeJobRun",
+        lambda r: str(r.get("name", "")),
+        ("jobDriver", "sparkSubmitJobDriver", "entryPointArguments", -1),
+        idempotent=True,
     ),
-    "emr_steps": AwsShape("emr", "AddJobFlowSteps", "ListSteps", _step_label),
+    "emr_steps": AwsShape(
+        "emr",
+        "AddJobFlowSteps",
+        "ListSteps",
+        _step_label,
+        ("Steps", 0, "HadoopJarStep", "Args", -1),
+        token=lambda e: _step_token(e.request),
+    ),
+    "glue": AwsShape(
+        "glue", "StartJobRun", "GetJobRun", lambda r: str(r.get("JobName", "")), ("Arguments", "--spec")
+    ),
+    "step_function": AwsShape(
+        "stepfunctions",
+        "StartExecution",
+        "DescribeExecution",
+        lambda r: _NAME_TOKEN_KEY.sub("", str(r.get("name", ""))),
+        ("input", "spec"),
+        idempotent=True,
+    ),
 }
 
 
 def _dig(value: Any, *path: str | int) -> str | None:
-    """``value[path[0]][path[1]]...`` as a string, or None when a step is missing."""
+    """``value[path[0]][path[1]]...`` as a string (JSON strings parsed), or None if a step is missing."""
     for step in path:
         try:
+            if isinstance(value, str) and isinstance(step, str):
+                value = json.loads(value)  # Step Functions' input is a JSON document in a string
             value = value[step]
-        except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError, ValueError):
             return None
     return None if value is None else str(value)
 
 
 #: Where the Variable part of the spec (``dags/chaos_resumable.py``: ``SPEC``) is in a submit call.
 _SPEC_PATHS: dict[str, tuple[str | int, ...]] = {
-    "runs/submit": ("tasks", 0, "notebook_task", "base_parameters", "spec"),
-    "run-now": ("notebook_params", "spec"),
-    "batch": ("parameters", "spec"),
-    "emr_serverless": ("jobDriver", "sparkSubmit", "entryPointArguments", -1),
-    "emr_containers": ("jobDriver", "sparkSubmitJobDriver", "entryPointArguments", -1),
-    "emr_steps": ("Steps", 0, "HadoopJarStep", "Args", -1),
+    "databricks_submit_run": ("tasks", 0, "notebook_task", "base_parameters", "spec"),
+    "databricks_run_now": ("notebook_params", "spec"),
+    "databricks_notebook": ("notebook_task", "base_parameters", "spec"),
 }
 
 
@@ -307,7 +370,7 @@ class AwsView(CloudView):
         self.ledger = ledger
         self.shape = AWS_SHAPES[operator]
         self.domain = f"aws:{self.shape.service}"
-        self.idempotent = operator in ("emr_serverless", "emr_containers")
+        self.idempotent = self.shape.idempotent
         self.resources = resources
         self.new_cluster = new_cluster
 
@@ -327,22 +390,15 @@ class AwsView(CloudView):
             and shape.label(e.request).startswith(label_prefix)
         ]
 
-    def _token(self, entry: Any) -> str | None:
-        if self.operator == "batch":
-            return (entry.request.get("tags") or {}).get(_BATCH_TOKEN_TAG)
-        if self.operator == "emr_steps":
-            return _step_token(entry.request)
-        return entry.token
-
     def jobs(self, label_prefix: str) -> list[Job]:
         return [
             Job(
                 ",".join(e.created),
                 tuple(e.created),
                 self.shape.label(e.request),
-                self._token(e),
+                self.shape.token(e),
                 e.at,
-                _dig(e.request, *_SPEC_PATHS[self.operator]),
+                _dig(e.request, *self.shape.spec),
             )
             for e in self._submits(label_prefix)
             if e.created

@@ -20,6 +20,7 @@ from airflow_resumable.testing.aws import (
     provision_emr_cluster,
     provision_emr_serverless_application,
     provision_emr_virtual_cluster,
+    provision_state_machine,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ def chaos_views(fake_databricks: FakeDatabricksProcess, moto: MotoProcess) -> di
         "emr_serverless": {"application_id": provision_emr_serverless_application(moto.url, name="chaos")},
         "emr_containers": {"virtual_cluster_id": provision_emr_virtual_cluster(moto.url, name="chaos")},
         "emr_steps": {},
+        "glue": {},
+        "step_function": {"state_machine_arn": provision_state_machine(moto.url, name="chaos")},
     }
 
     def new_cluster(name: str) -> str:
@@ -70,7 +73,7 @@ def chaos_views(fake_databricks: FakeDatabricksProcess, moto: MotoProcess) -> di
 
     views: dict[str, CloudView] = {
         key: DatabricksView(key, databricks, databricks_ledger)
-        for key in ("databricks_submit_run", "databricks_run_now")
+        for key in ("databricks_submit_run", "databricks_run_now", "databricks_notebook")
     }
     for key, shared in resources.items():
         views[key] = AwsView(key, control, aws_ledger, shared, new_cluster)

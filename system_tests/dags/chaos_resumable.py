@@ -51,8 +51,11 @@ from airflow_resumable.providers.amazon import (
     ResumableEmrAddStepsOperator,
     ResumableEmrContainerOperator,
     ResumableEmrServerlessStartJobOperator,
+    ResumableGlueJobOperator,
+    ResumableStepFunctionStartExecutionOperator,
 )
 from airflow_resumable.providers.databricks import (
+    ResumableDatabricksNotebookOperator,
     ResumableDatabricksRunNowOperator,
     ResumableDatabricksSubmitRunOperator,
 )
@@ -92,6 +95,8 @@ AWS_DEFERRABLE: dict[str, dict[str, Any]] = {
     "emr_serverless": {"waiter_max_attempts": 600},
     "emr_containers": {},
     "emr_steps": {"waiter_max_attempts": 600},
+    "glue": {"waiter_delay": 1, "waiter_max_attempts": 600},
+    "step_function": {"waiter_max_attempts": 600},
 }
 #: Shape ``_sdk_retries``: the client library's own retries on (the cluster defines the connection).
 SDK_RETRIES: dict[str, dict[str, Any]] = {
@@ -111,6 +116,16 @@ def _submit_run(suffix: str) -> dict[str, Any]:
 def _run_now(suffix: str) -> dict[str, Any]:
     return {
         "json": {"job_id": CONF.format("job_id"), "notebook_params": {"tag": f"{TAG}{suffix}", "spec": SPEC}}
+    }
+
+
+def _notebook(suffix: str) -> dict[str, Any]:
+    # databricks_task_key (the run_name) is not templated: the label is a notebook parameter.
+    return {
+        "notebook_path": "/Shared/etl",
+        "source": "WORKSPACE",
+        "existing_cluster_id": "0000-000000-fake",
+        "notebook_params": {"tag": f"chaos-{TAG}{suffix}", "spec": SPEC},
     }
 
 
@@ -134,10 +149,20 @@ def _emr_steps(suffix: str) -> dict[str, Any]:
     return {"steps": [step]}
 
 
+def _glue(suffix: str) -> dict[str, Any]:
+    # one Glue job per label, created by the operator on first use (stock get_or_create_glue_job)
+    return {"job_name": f"chaos-{TAG}{suffix}", "script_args": {"--spec": SPEC}}
+
+
+def _step_function(suffix: str) -> dict[str, Any]:
+    return {"name": f"chaos-{TAG}{suffix}", "state_machine_input": {"spec": SPEC}}
+
+
 #: operator key -> (class, arguments shared by every task, arguments that name one job).
 OPERATORS: dict[str, tuple[Any, dict[str, Any], Any]] = {
     "databricks_submit_run": (ResumableDatabricksSubmitRunOperator, DATABRICKS, _submit_run),
     "databricks_run_now": (ResumableDatabricksRunNowOperator, DATABRICKS, _run_now),
+    "databricks_notebook": (ResumableDatabricksNotebookOperator, DATABRICKS, _notebook),
     "batch": (
         ResumableBatchOperator,
         {"job_queue": CONF.format("job_queue"), "job_definition": CONF.format("job_definition")}
@@ -160,6 +185,17 @@ OPERATORS: dict[str, tuple[Any, dict[str, Any], Any]] = {
         ResumableEmrAddStepsOperator,
         {"job_flow_id": CONF.format("job_flow_id"), "wait_for_completion": True, "waiter_delay": 1},
         _emr_steps,
+    ),
+    "glue": (
+        ResumableGlueJobOperator,
+        {"script_location": "s3://bucket/etl.py", "iam_role_arn": ROLE_ARN, "concurrent_run_limit": 10}
+        | {"job_poll_interval": 1},
+        _glue,
+    ),
+    "step_function": (
+        ResumableStepFunctionStartExecutionOperator,
+        {"state_machine_arn": CONF.format("state_machine_arn"), "waiter_delay": 1},
+        _step_function,
     ),
 }
 

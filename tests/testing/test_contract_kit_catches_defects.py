@@ -12,8 +12,7 @@ from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
 
 from airflow_resumable.exceptions import JobNotFoundError
 from airflow_resumable.testing.contract import ResumableOperatorContract
-from airflow_resumable.testing.toy import ToyTaggedJobOperator, toy_service
-from tests.test_toy_contract import ToyDriver
+from airflow_resumable.testing.toy import ToyDriver, ToyTaggedJobOperator, toy_service
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context

@@ -14,10 +14,14 @@ from airflow_resumable.providers.amazon.emr import (
     ResumableEmrContainerOperator,
     ResumableEmrServerlessStartJobOperator,
 )
+from airflow_resumable.providers.amazon.glue import ResumableGlueJobOperator
+from airflow_resumable.providers.amazon.step_function import ResumableStepFunctionStartExecutionOperator
 
 __all__ = [
     "ResumableBatchOperator",
     "ResumableEmrAddStepsOperator",
     "ResumableEmrContainerOperator",
     "ResumableEmrServerlessStartJobOperator",
+    "ResumableGlueJobOperator",
+    "ResumableStepFunctionStartExecutionOperator",
 ]

@@ -1,4 +1,4 @@
-"""Helpers for the Databricks operator tests: a CloudDriver over the fake, fast retries, a task context."""
+"""Helpers for the Databricks operator tests: fast retries, a task context (the driver is public)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from tenacity import stop_after_attempt, wait_fixed, wait_none
 
 from airflow_resumable.ledger import LEDGER_CONTEXT_KEY
 from airflow_resumable.retry import RetryPolicy
+from airflow_resumable.testing.databricks import FakeDatabricksDriver as FakeDatabricksDriver
 from airflow_resumable.testing.state import (
     InMemoryJobLedger,
     InMemoryTaskStateStore,
@@ -27,36 +28,6 @@ if TYPE_CHECKING:
 HOOK_RETRY_ARGS: dict[str, Any] = {"stop": stop_after_attempt(3), "wait": wait_fixed(0.01)}
 #: Our own retries of transient errors, without waiting.
 CLOUD_RETRY = RetryPolicy(attempts=3, wait=wait_none())
-
-
-class FakeDatabricksDriver:
-    """The contract kit's CloudDriver over a FakeDatabricks: counts and controls runs."""
-
-    def __init__(self, fake: FakeDatabricks, submit_endpoint: str = "runs/submit") -> None:
-        self.fake = fake
-        self.submit_endpoint = submit_endpoint
-
-    def submitted_ids(self) -> list[JsonValue]:
-        """Runs the fake created (idempotent replays excluded)."""
-        return [entry.run_id for entry in self.fake.submissions()]
-
-    def cancelled_ids(self) -> list[JsonValue]:
-        """Runs the fake was asked to cancel."""
-        return [entry.run_id for entry in self.fake.cancels()]
-
-    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
-        """Terminate a run SUCCESS or FAILED."""
-        self.fake.finish_run(
-            int(str(external_id)), "SUCCESS" if succeeded else "FAILED", "" if succeeded else "boom"
-        )
-
-    def expire(self, external_id: JsonValue) -> None:
-        """Drop a run from the run history."""
-        self.fake.expire_run(int(str(external_id)))
-
-    def throttle_next_submit(self) -> None:
-        """Answer the next submit call with HTTP 429 (nothing is created)."""
-        self.fake.inject_fault(self.submit_endpoint, 429)
 
 
 def task_context(

@@ -355,7 +355,7 @@ class TestFailure:
         run_id = fake.submissions()[0].run_id
         text = str(failed.value)
         assert f"Databricks job {run_id}" in text and "TERMINATED:FAILED" in text
-        assert "boom" in text and "task task (run" in text
+        assert "boom" in text and "task etl (run" in text
         assert fake.get_run(run_id)["run_page_url"] in text
         assert record_of(context)["phase"] == "submitted"
 
