@@ -19,7 +19,7 @@ from airflow_resumable.testing._aws_wire import ErrorReply
 if TYPE_CHECKING:
     from airflow_resumable.testing._aws_wire import ApiCall
 
-__all__ = ["KINDS", "JobKind", "TrackedJob", "kind_for", "kinds_of"]
+__all__ = ["KINDS", "JobKind", "TrackedJob", "kind_for", "kinds_of", "register_job_kind"]
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -458,6 +458,24 @@ def _all_kinds() -> tuple[JobKind, ...]:
 
 #: The job kinds by name (``batch``, ``emr``, ..., ``sagemaker-training``).
 KINDS: dict[str, JobKind] = {kind.kind_name: kind for kind in _all_kinds()}
+
+
+def register_job_kind(kind: JobKind) -> None:
+    """
+    Teach the controller of this process a job kind (a service the package ships no kind for).
+
+    Its :attr:`~JobKind.kind_name` must be new, and its operations must not overlap those of a
+    kind of the same service. In-process servers (:class:`~airflow_resumable.testing.aws.MotoServer`)
+    see it at once; a ``MotoProcess`` does not.
+
+    :raises ValueError: on a name or an operation already taken.
+    """
+    if kind.kind_name in KINDS:
+        raise ValueError(f"a job kind named {kind.kind_name!r} is already registered")
+    taken = {op for k in KINDS.values() if k.service == kind.service for op in k.operations}
+    if overlap := sorted(taken & kind.operations):
+        raise ValueError(f"operations {overlap} already belong to a {kind.service} kind")
+    KINDS[kind.kind_name] = kind
 
 
 def kind_for(service: str, operation: str) -> JobKind | None:

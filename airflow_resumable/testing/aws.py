@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_resumable.testing._aws_app import main, serve
 from airflow_resumable.testing._aws_control import MotoControl, MotoControlClient, MotoControlError
+from airflow_resumable.testing._aws_jobs import JobKind, TrackedJob, register_job_kind
 from airflow_resumable.testing._aws_jobs_glue import provision_glue
 from airflow_resumable.testing._aws_jobs_sfn import provision_state_machine
 from airflow_resumable.testing._aws_process import MotoProcess
@@ -82,6 +83,7 @@ __all__ = [
     "TEST_ACCOUNT_ID",
     "TEST_ROLE_ARN",
     "BatchResources",
+    "JobKind",
     "LedgerEntry",
     "MotoControl",
     "MotoControlClient",
@@ -89,6 +91,7 @@ __all__ = [
     "MotoJobDriver",
     "MotoProcess",
     "MotoServer",
+    "TrackedJob",
     "aws_client",
     "aws_connection_env",
     "provision_batch",
@@ -97,6 +100,7 @@ __all__ = [
     "provision_emr_virtual_cluster",
     "provision_glue",
     "provision_state_machine",
+    "register_job_kind",
 ]
 
 log = logging.getLogger(__name__)
