@@ -592,11 +592,20 @@ class AirflowCluster(ClusterRestApi):
         if errors:
             details = "\n".join(f"{e['filename']}:\n{e['stack_trace']}" for e in errors)
             raise RuntimeError(f"DAG import errors:\n{details}")
-        dags = self.api("GET", "/dags", params={"limit": 1000})["dags"]
+        dags = self._all_dags()
         if self._dag_ids is not None:
             return self._dag_ids <= {d["dag_id"] for d in dags}
         parsed = {Path(d["fileloc"]).resolve() for d in dags}
         return all(path in parsed for path in self._dag_files())
+
+    def _all_dags(self) -> list[dict[str, Any]]:
+        """Every DAG the API lists, page by page (it caps a page at ``maximum_page_limit``, 100)."""
+        dags: list[dict[str, Any]] = []
+        while True:
+            page = self.api("GET", "/dags", params={"limit": 100, "offset": len(dags)})
+            dags.extend(page["dags"])
+            if not page["dags"] or len(dags) >= int(page.get("total_entries", 0)):
+                return dags
 
     def _dag_files(self) -> list[Path]:
         """Files Airflow's safe mode parses: ``*.py`` mentioning both ``airflow`` and ``dag``."""
