@@ -56,6 +56,7 @@ from airflow_resumable.testing._aws_app import main, serve
 from airflow_resumable.testing._aws_control import MotoControl, MotoControlClient, MotoControlError
 from airflow_resumable.testing._aws_jobs import JobKind, TrackedJob, register_job_kind
 from airflow_resumable.testing._aws_jobs_glue import provision_glue
+from airflow_resumable.testing._aws_jobs_sagemaker import SageMakerResources, provision_sagemaker
 from airflow_resumable.testing._aws_jobs_sfn import provision_state_machine
 from airflow_resumable.testing._aws_process import MotoProcess
 from airflow_resumable.testing._aws_resources import (
@@ -91,6 +92,7 @@ __all__ = [
     "MotoJobDriver",
     "MotoProcess",
     "MotoServer",
+    "SageMakerResources",
     "TrackedJob",
     "aws_client",
     "aws_connection_env",
@@ -99,6 +101,7 @@ __all__ = [
     "provision_emr_serverless_application",
     "provision_emr_virtual_cluster",
     "provision_glue",
+    "provision_sagemaker",
     "provision_state_machine",
     "register_job_kind",
 ]

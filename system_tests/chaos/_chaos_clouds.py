@@ -315,6 +315,22 @@ AWS_SHAPES = {
     "glue": AwsShape(
         "glue", "StartJobRun", "GetJobRun", lambda r: str(r.get("JobName", "")), ("Arguments", "--spec")
     ),
+    "sagemaker_training": AwsShape(
+        "sagemaker",
+        "CreateTrainingJob",
+        "DescribeTrainingJob",
+        lambda r: _NAME_TOKEN_KEY.sub("", str(r.get("TrainingJobName", ""))),
+        ("HyperParameters", "spec"),
+        idempotent=True,
+    ),
+    "sagemaker_processing": AwsShape(
+        "sagemaker",
+        "CreateProcessingJob",
+        "DescribeProcessingJob",
+        lambda r: _NAME_TOKEN_KEY.sub("", str(r.get("ProcessingJobName", ""))),
+        ("Environment", "SPEC"),
+        idempotent=True,
+    ),
     "step_function": AwsShape(
         "stepfunctions",
         "StartExecution",

@@ -20,6 +20,7 @@ from airflow_resumable.testing.aws import (
     provision_emr_cluster,
     provision_emr_serverless_application,
     provision_emr_virtual_cluster,
+    provision_sagemaker,
     provision_state_machine,
 )
 
@@ -59,12 +60,20 @@ def chaos_views(fake_databricks: FakeDatabricksProcess, moto: MotoProcess) -> di
     databricks_ledger: LedgerCache[Any] = LedgerCache(databricks.ledger)
     aws_ledger: LedgerCache[Any] = LedgerCache(control.ledger)
     batch = provision_batch(moto.url, name="chaos")
+    sagemaker = provision_sagemaker(moto.url, name="chaos")
+    sagemaker_conf = {
+        "sagemaker_input_uri": sagemaker.input_uri,
+        "sagemaker_output_uri": sagemaker.output_uri,
+        "sagemaker_image_uri": sagemaker.image_uri,
+    }
     resources: dict[str, dict[str, Any]] = {
         "batch": {"job_queue": batch.job_queue, "job_definition": batch.job_definition},
         "emr_serverless": {"application_id": provision_emr_serverless_application(moto.url, name="chaos")},
         "emr_containers": {"virtual_cluster_id": provision_emr_virtual_cluster(moto.url, name="chaos")},
         "emr_steps": {},
         "glue": {},
+        "sagemaker_training": sagemaker_conf,
+        "sagemaker_processing": sagemaker_conf,
         "step_function": {"state_machine_arn": provision_state_machine(moto.url, name="chaos")},
     }
 

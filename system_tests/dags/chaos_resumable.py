@@ -52,6 +52,8 @@ from airflow_resumable.providers.amazon import (
     ResumableEmrContainerOperator,
     ResumableEmrServerlessStartJobOperator,
     ResumableGlueJobOperator,
+    ResumableSageMakerProcessingOperator,
+    ResumableSageMakerTrainingOperator,
     ResumableStepFunctionStartExecutionOperator,
 )
 from airflow_resumable.providers.databricks import (
@@ -96,6 +98,8 @@ AWS_DEFERRABLE: dict[str, dict[str, Any]] = {
     "emr_containers": {},
     "emr_steps": {"waiter_max_attempts": 600},
     "glue": {"waiter_delay": 1, "waiter_max_attempts": 600},
+    "sagemaker_training": {"max_attempts": 600},
+    "sagemaker_processing": {"max_attempts": 600},
     "step_function": {"waiter_max_attempts": 600},
 }
 #: Shape ``_sdk_retries``: the client library's own retries on (the cluster defines the connection).
@@ -154,6 +158,36 @@ def _glue(suffix: str) -> dict[str, Any]:
     return {"job_name": f"chaos-{TAG}{suffix}", "script_args": {"--spec": SPEC}}
 
 
+def _sagemaker_training(suffix: str) -> dict[str, Any]:
+    source = {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": CONF.format("sagemaker_input_uri")}}
+    algorithm = {"TrainingImage": CONF.format("sagemaker_image_uri"), "TrainingInputMode": "File"}
+    return {
+        "config": {
+            "TrainingJobName": f"chaos-{TAG}{suffix}",
+            "AlgorithmSpecification": algorithm,
+            "RoleArn": ROLE_ARN,
+            "HyperParameters": {"spec": SPEC},
+            "InputDataConfig": [{"ChannelName": "train", "DataSource": source}],
+            "OutputDataConfig": {"S3OutputPath": CONF.format("sagemaker_output_uri")},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        }
+    }
+
+
+def _sagemaker_processing(suffix: str) -> dict[str, Any]:
+    cluster = {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 10}
+    return {
+        "config": {
+            "ProcessingJobName": f"chaos-{TAG}{suffix}",
+            "ProcessingResources": {"ClusterConfig": cluster},
+            "AppSpecification": {"ImageUri": CONF.format("sagemaker_image_uri")},
+            "Environment": {"SPEC": SPEC},
+            "RoleArn": ROLE_ARN,
+        }
+    }
+
+
 def _step_function(suffix: str) -> dict[str, Any]:
     return {"name": f"chaos-{TAG}{suffix}", "state_machine_input": {"spec": SPEC}}
 
@@ -191,6 +225,12 @@ OPERATORS: dict[str, tuple[Any, dict[str, Any], Any]] = {
         {"script_location": "s3://bucket/etl.py", "iam_role_arn": ROLE_ARN, "concurrent_run_limit": 10}
         | {"job_poll_interval": 1},
         _glue,
+    ),
+    "sagemaker_training": (ResumableSageMakerTrainingOperator, {"check_interval": 1}, _sagemaker_training),
+    "sagemaker_processing": (
+        ResumableSageMakerProcessingOperator,
+        {"check_interval": 1},
+        _sagemaker_processing,
     ),
     "step_function": (
         ResumableStepFunctionStartExecutionOperator,

@@ -478,3 +478,42 @@ class TestProcessMode:
         """wait_until_ready gives up after its timeout when nothing listens."""
         with pytest.raises(TimeoutError):
             MotoControlClient("http://127.0.0.1:9", timeout=0.2).wait_until_ready(timeout=0.1)
+
+
+class TestJobKindRegistry:
+    """Kinds are found by service and operation; a maintainer can register one more."""
+
+    def test_two_kinds_of_one_service_are_told_apart_by_operation(self) -> None:
+        """SageMaker training and processing calls belong to different kinds of one service."""
+        from airflow_resumable.testing._aws_jobs import kind_for
+
+        training = kind_for("sagemaker", "CreateTrainingJob")
+        processing = kind_for("sagemaker", "DescribeProcessingJob")
+        assert training is not None and processing is not None
+        assert (training.kind_name, processing.kind_name) == ("sagemaker-training", "sagemaker-processing")
+        assert kind_for("sagemaker", "ListEndpoints") is None
+
+    def test_register_job_kind(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A new kind is served; a taken name or operation is refused."""
+        from airflow_resumable.testing import _aws_jobs
+        from airflow_resumable.testing.aws import register_job_kind
+
+        monkeypatch.setattr(_aws_jobs, "KINDS", dict(_aws_jobs.KINDS))
+
+        class AthenaQueries(_aws_jobs.JobKind):
+            name = service = "athena"
+            submit_operation = "StartQueryExecution"
+            read_operations = frozenset({"GetQueryExecution"})
+            cancel_operations = frozenset({"StopQueryExecution"})
+
+        register_job_kind(AthenaQueries())
+        found = _aws_jobs.kind_for("athena", "GetQueryExecution")
+        assert found is not None and found.kind_name == "athena"
+        with pytest.raises(ValueError, match="already registered"):
+            register_job_kind(AthenaQueries())
+
+        class Overlapping(AthenaQueries):
+            name = "athena-2"
+
+        with pytest.raises(ValueError, match="already belong"):
+            register_job_kind(Overlapping())

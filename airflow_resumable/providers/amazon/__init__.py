@@ -15,6 +15,10 @@ from airflow_resumable.providers.amazon.emr import (
     ResumableEmrServerlessStartJobOperator,
 )
 from airflow_resumable.providers.amazon.glue import ResumableGlueJobOperator
+from airflow_resumable.providers.amazon.sagemaker import (
+    ResumableSageMakerProcessingOperator,
+    ResumableSageMakerTrainingOperator,
+)
 from airflow_resumable.providers.amazon.step_function import ResumableStepFunctionStartExecutionOperator
 
 __all__ = [
@@ -23,5 +27,7 @@ __all__ = [
     "ResumableEmrContainerOperator",
     "ResumableEmrServerlessStartJobOperator",
     "ResumableGlueJobOperator",
+    "ResumableSageMakerProcessingOperator",
+    "ResumableSageMakerTrainingOperator",
     "ResumableStepFunctionStartExecutionOperator",
 ]
