@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow_resumable.testing._aws_app import main, serve
 from airflow_resumable.testing._aws_control import MotoControl, MotoControlClient, MotoControlError
 from airflow_resumable.testing._aws_jobs import JobKind, TrackedJob, register_job_kind
+from airflow_resumable.testing._aws_jobs_ecs import EcsResources, provision_ecs
 from airflow_resumable.testing._aws_jobs_glue import provision_glue
 from airflow_resumable.testing._aws_jobs_sagemaker import SageMakerResources, provision_sagemaker
 from airflow_resumable.testing._aws_jobs_sfn import provision_state_machine
@@ -84,6 +85,7 @@ __all__ = [
     "TEST_ACCOUNT_ID",
     "TEST_ROLE_ARN",
     "BatchResources",
+    "EcsResources",
     "JobKind",
     "LedgerEntry",
     "MotoControl",
@@ -97,6 +99,7 @@ __all__ = [
     "aws_client",
     "aws_connection_env",
     "provision_batch",
+    "provision_ecs",
     "provision_emr_cluster",
     "provision_emr_serverless_application",
     "provision_emr_virtual_cluster",

@@ -312,6 +312,14 @@ AWS_SHAPES = {
         ("Steps", 0, "HadoopJarStep", "Args", -1),
         token=lambda e: _step_token(e.request),
     ),
+    "ecs": AwsShape(
+        "ecs",
+        "RunTask",
+        "DescribeTasks",
+        lambda r: str(r.get("group", "")),
+        ("overrides", "containerOverrides", 0, "command", -1),
+        idempotent=True,
+    ),
     "glue": AwsShape(
         "glue", "StartJobRun", "GetJobRun", lambda r: str(r.get("JobName", "")), ("Arguments", "--spec")
     ),

@@ -17,6 +17,7 @@ from _chaos_clouds import AwsView, CloudView, DatabricksView, LedgerCache
 
 from airflow_resumable.testing.aws import (
     provision_batch,
+    provision_ecs,
     provision_emr_cluster,
     provision_emr_serverless_application,
     provision_emr_virtual_cluster,
@@ -60,6 +61,7 @@ def chaos_views(fake_databricks: FakeDatabricksProcess, moto: MotoProcess) -> di
     databricks_ledger: LedgerCache[Any] = LedgerCache(databricks.ledger)
     aws_ledger: LedgerCache[Any] = LedgerCache(control.ledger)
     batch = provision_batch(moto.url, name="chaos")
+    ecs = provision_ecs(moto.url, name="chaos")
     sagemaker = provision_sagemaker(moto.url, name="chaos")
     sagemaker_conf = {
         "sagemaker_input_uri": sagemaker.input_uri,
@@ -71,6 +73,7 @@ def chaos_views(fake_databricks: FakeDatabricksProcess, moto: MotoProcess) -> di
         "emr_serverless": {"application_id": provision_emr_serverless_application(moto.url, name="chaos")},
         "emr_containers": {"virtual_cluster_id": provision_emr_virtual_cluster(moto.url, name="chaos")},
         "emr_steps": {},
+        "ecs": {"cluster": ecs.cluster, "task_definition": ecs.task_definition},
         "glue": {},
         "sagemaker_training": sagemaker_conf,
         "sagemaker_processing": sagemaker_conf,

@@ -48,6 +48,7 @@ from tenacity import stop_after_attempt, wait_fixed
 
 from airflow_resumable.providers.amazon import (
     ResumableBatchOperator,
+    ResumableEcsRunTaskOperator,
     ResumableEmrAddStepsOperator,
     ResumableEmrContainerOperator,
     ResumableEmrServerlessStartJobOperator,
@@ -97,6 +98,7 @@ AWS_DEFERRABLE: dict[str, dict[str, Any]] = {
     "emr_serverless": {"waiter_max_attempts": 600},
     "emr_containers": {},
     "emr_steps": {"waiter_max_attempts": 600},
+    "ecs": {},
     "glue": {"waiter_delay": 1, "waiter_max_attempts": 600},
     "sagemaker_training": {"max_attempts": 600},
     "sagemaker_processing": {"max_attempts": 600},
@@ -151,6 +153,12 @@ def _emr_steps(suffix: str) -> dict[str, Any]:
     jar = {"Jar": "command-runner.jar", "Args": ["spark-submit", "s3://bucket/etl.py", SPEC]}
     step = {"Name": f"chaos-{TAG}{suffix}", "ActionOnFailure": "CONTINUE", "HadoopJarStep": jar}
     return {"steps": [step]}
+
+
+def _ecs(suffix: str) -> dict[str, Any]:
+    # RunTask names nothing: the label is the task group; the spec the container's command
+    container = {"name": "main", "command": ["echo", SPEC]}
+    return {"group": f"chaos-{TAG}{suffix}", "overrides": {"containerOverrides": [container]}}
 
 
 def _glue(suffix: str) -> dict[str, Any]:
@@ -219,6 +227,12 @@ OPERATORS: dict[str, tuple[Any, dict[str, Any], Any]] = {
         ResumableEmrAddStepsOperator,
         {"job_flow_id": CONF.format("job_flow_id"), "wait_for_completion": True, "waiter_delay": 1},
         _emr_steps,
+    ),
+    "ecs": (
+        ResumableEcsRunTaskOperator,
+        {"cluster": CONF.format("cluster"), "task_definition": CONF.format("task_definition")}
+        | {"launch_type": "FARGATE", "waiter_delay": 1},
+        _ecs,
     ),
     "glue": (
         ResumableGlueJobOperator,

@@ -9,6 +9,7 @@ Needs ``apache-airflow-providers-amazon`` (the ``amazon`` extra).
 from __future__ import annotations
 
 from airflow_resumable.providers.amazon.batch import ResumableBatchOperator
+from airflow_resumable.providers.amazon.ecs import ResumableEcsRunTaskOperator
 from airflow_resumable.providers.amazon.emr import (
     ResumableEmrAddStepsOperator,
     ResumableEmrContainerOperator,
@@ -23,6 +24,7 @@ from airflow_resumable.providers.amazon.step_function import ResumableStepFuncti
 
 __all__ = [
     "ResumableBatchOperator",
+    "ResumableEcsRunTaskOperator",
     "ResumableEmrAddStepsOperator",
     "ResumableEmrContainerOperator",
     "ResumableEmrServerlessStartJobOperator",
