@@ -38,8 +38,11 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
+# Unit tests on every core, a test module per worker (module-scoped fakes stay shared).
+UNIT := $(BIN)/pytest -n auto --dist loadfile tests
+
 unit: $(STAMP)
-	$(BIN)/pytest tests
+	$(UNIT)
 
 # Debian's chromium and chromium-driver for the "Resumable jobs" browser test (system_tests/ui),
 # installed from the machine's package registry when missing and apt-get is usable (as root).
@@ -64,7 +67,8 @@ chaos: $(STAMP)
 	AIRFLOW_RESUMABLE_CHAOS=full $(BIN)/pytest system_tests/chaos
 
 test: lint typecheck docs browser
-	$(BIN)/pytest tests system_tests
+	$(UNIT)
+	$(BIN)/pytest system_tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

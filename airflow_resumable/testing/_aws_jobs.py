@@ -9,175 +9,20 @@ moto; the controller only changes the attributes moto's responses read.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from airflow_resumable.testing._aws_jobs_ecs import ECS_KINDS
+from airflow_resumable.testing._aws_jobs_glue import GLUE_KINDS
+from airflow_resumable.testing._aws_jobs_sagemaker import SAGEMAKER_KINDS
+from airflow_resumable.testing._aws_jobs_sfn import SFN_KINDS
+from airflow_resumable.testing._aws_kind import EPOCH, JobKind, TrackedJob
 from airflow_resumable.testing._aws_wire import ErrorReply
 
 if TYPE_CHECKING:
     from airflow_resumable.testing._aws_wire import ApiCall
 
 __all__ = ["KINDS", "JobKind", "TrackedJob", "kind_for", "kinds_of", "register_job_kind"]
-
-_EPOCH = datetime(1970, 1, 1)
-
-
-@dataclass
-class TrackedJob:
-    """
-    A job the controller created a lifecycle for.
-
-    :param parent: the application, virtual cluster or EMR cluster the job belongs to.
-    :param token: the idempotency token it was submitted with, if any.
-    :param index: position on the kind's active path (the last one is the running state).
-    :param pinned: set by ``set_state``: neither reads nor the clock move the job any more.
-    """
-
-    job_id: str
-    kind: JobKind
-    region: str
-    account: str
-    parent: str | None
-    token: str | None
-    seq: int
-    action_on_failure: str | None = None
-    index: int = 0
-    reads: int = 0
-    started_at: float | None = None
-    pinned: bool = False
-    finished: bool = False
-    reason: str = ""
-    created_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def state(self) -> str:
-        """The state moto renders for the job now."""
-        return self.kind.read_state(self)
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON view for tests and the control API."""
-        return {
-            "job_id": self.job_id,
-            "service": self.kind.service,
-            "kind": self.kind.kind_name,
-            "state": self.state,
-            "parent": self.parent,
-            "token": self.token,
-            "region": self.region,
-            "pinned": self.pinned,
-            "finished": self.finished,
-        }
-
-
-class JobKind:
-    """
-    The jobs of one kind. Subclasses fill in the class attributes and the model access.
-
-    ``name`` tells kinds apart (SageMaker has training and processing jobs); ``service`` is the
-    botocore service whose calls the kind handles. A call belongs to the kind of its service whose
-    :attr:`operations` include the call's operation (:func:`kind_for`).
-    """
-
-    #: Unique among the kinds; defaults to ``service`` (one kind per service).
-    name: ClassVar[str] = ""
-    service: ClassVar[str]
-    #: The active states a new job walks through, one per status read; the last one is "running".
-    path: ClassVar[tuple[str, ...]]
-    succeeded: ClassVar[str]
-    failed: ClassVar[str]
-    #: The state a successful cancel request leaves an active job in.
-    cancelled: ClassVar[str]
-    states: ClassVar[frozenset[str]]
-    terminal: ClassVar[frozenset[str]]
-    submit_operation: ClassVar[str]
-    read_operations: ClassVar[frozenset[str]]
-    cancel_operations: ClassVar[frozenset[str]]
-    default_failure_reason: ClassVar[str] = "the job failed"
-    #: (status, code) answered for a reused idempotency token with another request; None: no tokens.
-    token_conflict: ClassVar[tuple[int, str] | None] = None
-    #: Jobs of one parent run one at a time, oldest first (EMR steps on a cluster).
-    sequential: ClassVar[bool] = False
-    #: Operations besides submit, reads and cancels that the kind answers or prechecks.
-    extra_operations: ClassVar[frozenset[str]] = frozenset()
-
-    @property
-    def kind_name(self) -> str:
-        """``name``, or ``service`` when the kind sets no name."""
-        return self.name or self.service
-
-    @property
-    def operations(self) -> frozenset[str]:
-        """Every operation of :attr:`service` that belongs to this kind."""
-        return frozenset(
-            {self.submit_operation, *self.read_operations, *self.cancel_operations, *self.extra_operations}
-        )
-
-    def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
-        """(job id, parent, action on failure) of each job a successful submit created."""
-        raise NotImplementedError
-
-    def token(self, call: ApiCall) -> str | None:
-        """The idempotency token of a submit call (None: the service has none)."""
-        return None
-
-    def token_scope(self, call: ApiCall) -> str:
-        """What a token is unique within (the application or virtual cluster)."""
-        return ""
-
-    def read_ids(self, call: ApiCall) -> tuple[str | None, list[str] | None]:
-        """(parent, ids) a status read names; ids None means every job of the parent."""
-        raise NotImplementedError
-
-    def cancel_ids(self, call: ApiCall) -> list[str]:
-        """The ids a cancel call names."""
-        raise NotImplementedError
-
-    def cancel_applies(self, call: ApiCall, state: str) -> bool:
-        """Whether a cancel call ends a job in ``state``."""
-        return state not in self.terminal
-
-    def cancel_reason(self, call: ApiCall) -> str:
-        """The reason recorded on a job a cancel call ended."""
-        return "Cancelled by request"
-
-    def answer(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> dict[str, Any] | None:
-        """Answer an operation moto lacks; None lets moto answer."""
-        return None
-
-    def precheck(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> None:
-        """Raise :class:`ErrorReply` where AWS answers an error and moto does not."""
-
-    def locate(self, job_id: str, region: str, parent: str | None) -> str | None:
-        """The moto account that holds the job, or None."""
-        for account, regions in list(self.backends().items()):
-            if region in regions and self._find(regions[region], job_id, parent) is not None:
-                return str(account)
-        return None
-
-    def model(self, job: TrackedJob) -> Any:
-        """The moto object of the job, or None once it is gone."""
-        regions = self.backends().get(job.account, {})
-        if job.region not in regions:
-            return None
-        return self._find(regions[job.region], job.job_id, job.parent)
-
-    def read_state(self, job: TrackedJob) -> str:
-        model = self.model(job)
-        return "EXPIRED" if model is None else str(getattr(model, "state", ""))
-
-    def write_state(self, job: TrackedJob, state: str, reason: str) -> None:
-        raise NotImplementedError
-
-    def remove(self, job: TrackedJob) -> None:
-        raise NotImplementedError
-
-    def backends(self) -> Any:
-        raise NotImplementedError
-
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
-        raise NotImplementedError
 
 
 class BatchJobs(JobKind):
@@ -228,7 +73,7 @@ class BatchJobs(JobKind):
             model.job_stopped = False
             model.job_stopped_reason = None
             model.exit_code = None
-            model.job_stopped_at = _EPOCH
+            model.job_stopped_at = EPOCH
             if state in ("SUBMITTED", "PENDING", "RUNNABLE"):
                 model.attempts, model.latest_attempt = [], None
             elif not model.attempts:
@@ -439,11 +284,6 @@ class EmrContainersJobRuns(JobKind):
 
 
 def _all_kinds() -> tuple[JobKind, ...]:
-    from airflow_resumable.testing._aws_jobs_ecs import ECS_KINDS
-    from airflow_resumable.testing._aws_jobs_glue import GLUE_KINDS
-    from airflow_resumable.testing._aws_jobs_sagemaker import SAGEMAKER_KINDS
-    from airflow_resumable.testing._aws_jobs_sfn import SFN_KINDS
-
     return (
         BatchJobs(),
         EmrSteps(),

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_resumable.testing._aws_jobs import JobKind
+from airflow_resumable.testing._aws_kind import JobKind
 from airflow_resumable.testing._aws_wire import ErrorReply
 
 if TYPE_CHECKING:
-    from airflow_resumable.testing._aws_jobs import TrackedJob
+    from airflow_resumable.testing._aws_kind import TrackedJob
     from airflow_resumable.testing._aws_wire import ApiCall
 
 __all__ = ["ECS_KINDS", "EcsResources", "EcsTasks", "provision_ecs"]

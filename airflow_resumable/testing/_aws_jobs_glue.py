@@ -18,10 +18,10 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_resumable.testing._aws_jobs import JobKind
+from airflow_resumable.testing._aws_kind import JobKind
 
 if TYPE_CHECKING:
-    from airflow_resumable.testing._aws_jobs import TrackedJob
+    from airflow_resumable.testing._aws_kind import TrackedJob
     from airflow_resumable.testing._aws_wire import ApiCall
 
 __all__ = ["GLUE_KINDS", "GlueJobRuns", "provision_glue"]

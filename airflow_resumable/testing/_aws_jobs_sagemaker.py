@@ -14,11 +14,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_resumable.testing._aws_jobs import JobKind
+from airflow_resumable.testing._aws_kind import JobKind
 from airflow_resumable.testing._aws_wire import ErrorReply
 
 if TYPE_CHECKING:
-    from airflow_resumable.testing._aws_jobs import TrackedJob
+    from airflow_resumable.testing._aws_kind import TrackedJob
     from airflow_resumable.testing._aws_wire import ApiCall
 
 __all__ = ["SAGEMAKER_KINDS", "SageMakerResources", "provision_sagemaker"]

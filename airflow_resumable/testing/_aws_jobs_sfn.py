@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_resumable.testing._aws_jobs import JobKind
+from airflow_resumable.testing._aws_kind import JobKind
 from airflow_resumable.testing._aws_wire import ErrorReply
 
 if TYPE_CHECKING:
-    from airflow_resumable.testing._aws_jobs import TrackedJob
+    from airflow_resumable.testing._aws_kind import TrackedJob
     from airflow_resumable.testing._aws_wire import ApiCall
 
 __all__ = ["SFN_KINDS", "StepFunctionsExecutions", "provision_state_machine"]

@@ -29,7 +29,7 @@ from airflow_resumable.testing._aws_wire import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_resumable.testing._aws_jobs import JobKind
+    from airflow_resumable.testing._aws_kind import JobKind
     from airflow_resumable.testing._aws_wire import ApiCall
 
 __all__ = ["LIFECYCLES", "ControllerState", "Fault", "configure_moto", "restore_moto"]
