@@ -69,8 +69,12 @@ CANCELLERS: dict[str, str] = {
     "aws_emr_steps": "airflow_resumable.providers.amazon._cancel:cancel_emr_steps",
     "aws_ecs_task": "airflow_resumable.providers.amazon.ecs:cancel_ecs_task_by_recipe",
     "aws_glue_job_run": "airflow_resumable.providers.amazon.glue:cancel_glue_job_run_by_recipe",
-    "aws_sagemaker_training_job": "airflow_resumable.providers.amazon.sagemaker:cancel_training_job_by_recipe",
-    "aws_sagemaker_processing_job": "airflow_resumable.providers.amazon.sagemaker:cancel_processing_job_by_recipe",
+    "aws_sagemaker_training_job": (
+        "airflow_resumable.providers.amazon.sagemaker:cancel_training_job_by_recipe"
+    ),
+    "aws_sagemaker_processing_job": (
+        "airflow_resumable.providers.amazon.sagemaker:cancel_processing_job_by_recipe"
+    ),
     "aws_sfn_execution": "airflow_resumable.providers.amazon.step_function:cancel_execution_by_recipe",
     "toy_job": "airflow_resumable.testing.toy:cancel_toy_job_by_recipe",
 }

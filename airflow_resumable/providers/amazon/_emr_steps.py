@@ -44,8 +44,6 @@ def step_marker(token: str, index: int, count: int) -> str:
     return f" [ar:{token_key(token)}:{index + 1}/{count}]"
 
 
-
-
 def combined_step_state(states: list[str]) -> str:
     """
     One state for a list of steps, in step order.

@@ -22,8 +22,8 @@ from airflow.providers.common.compat.openlineage.utils.spark import (
 )
 
 from airflow_resumable.exceptions import JobNotFoundError
-from airflow_resumable.providers.amazon.common import AwsJobMixin, error_code, require_mapping, require_text
 from airflow_resumable.providers.amazon._emr_steps import ResumableEmrAddStepsOperator
+from airflow_resumable.providers.amazon.common import AwsJobMixin, error_code, require_mapping, require_text
 from airflow_resumable.providers.amazon.triggers import (
     ResumableEmrContainerTrigger,
     ResumableEmrServerlessStartJobTrigger,
