@@ -283,6 +283,10 @@ class EcsResources:
     container_name: str
 
 
+#: An AMI id moto accepts without loading its catalogue (``moto.ec2.utils.EXAMPLE_AMI_ID``).
+_MOTO_AMI = "ami-12c6146b"
+
+
 def provision_ecs(url: str, region: str = "us-east-1", *, name: str = "airflow-resumable") -> EcsResources:
     """
     Create a cluster with one EC2 container instance, and a task definition of one container.
@@ -304,8 +308,8 @@ def provision_ecs(url: str, region: str = "us-east-1", *, name: str = "airflow-r
     ecs.create_cluster(clusterName=cluster)
     if not ecs.list_container_instances(cluster=cluster).get("containerInstanceArns"):
         ec2 = aws_client(url, "ec2", region)
-        image = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
-        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.large")
+        # moto's example AMI: DescribeImages would load moto's whole AMI catalogue (seconds, per reset)
+        instance = ec2.run_instances(ImageId=_MOTO_AMI, MinCount=1, MaxCount=1, InstanceType="m5.large")
         document = json.dumps({"instanceId": instance["Instances"][0]["InstanceId"], "region": region})
         ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document)
     container = "main"
