@@ -451,6 +451,18 @@ class TestControlOverHttp:
             moto.client.job("no-such-job")
         assert caught.value.status == 404
 
+    def test_job_ids_with_slashes(self, moto: MotoServer) -> None:
+        """An ECS task ARN (``.../task/<cluster>/<id>``) is a job id the control API takes whole."""
+        from airflow_resumable.testing.aws import aws_client, provision_ecs
+
+        ecs = provision_ecs(moto.url)
+        task = aws_client(moto.url, "ecs").run_task(
+            cluster=ecs.cluster, taskDefinition=ecs.task_definition, launchType="FARGATE"
+        )["tasks"][0]["taskArn"]
+        assert "/" in task
+        moto.client.finish(task, succeeded=False)
+        assert moto.client.job(task)["state"] == "FAILED"
+
     def test_bad_control_arguments_answer_400(self, moto: MotoServer) -> None:
         """A bad lifecycle is a 400 with the reason."""
         with pytest.raises(MotoControlError, match="lifecycle must be one of") as caught:
