@@ -182,11 +182,11 @@ CORE_OPERATORS = (
     "emr_steps",
 )
 #: The operators of 0.2.0: every case with ``AIRFLOW_RESUMABLE_CHAOS=full`` (``make chaos``), else
-#: the cases that reach code of their own: the submit and its token (crash_before_persist,
-#: lost_submit_response), status reads (no_fault, sigterm, storm_5xx), the cancel of a running try
-#: (mark_failed, clear_spec_changed), the custodian's cancel recipe (checkpointed_mark_failed) and
-#: the trigger (deferred_mark_failed, deferred_clear). The other cases exercise the engine, the
-#: custodian and Airflow, which the core operators cover.
+#: the cases that reach code of their own: the token or ``find_job`` (crash_before_persist,
+#: lost_submit_response), status reads across a checkpoint (sigterm), the cancel of a running try
+#: (clear_spec_changed), the custodian's cancel recipe (checkpointed_mark_failed) and the trigger
+#: (deferred_mark_failed). The other cases exercise the engine, the custodian and Airflow, which
+#: the core operators cover.
 ADDED_OPERATORS = (
     "databricks_notebook",
     "ecs",
@@ -197,16 +197,12 @@ ADDED_OPERATORS = (
 )
 ADDED_OPERATOR_CASES = frozenset(
     {
-        "no_fault",
         "sigterm",
         "crash_before_persist",
         "lost_submit_response",
-        "storm_5xx",
-        "mark_failed",
         "clear_spec_changed",
         "checkpointed_mark_failed",
         "deferred_mark_failed",
-        "deferred_clear",
     }
 )
 FULL_MATRIX = os.environ.get("AIRFLOW_RESUMABLE_CHAOS") == "full"
