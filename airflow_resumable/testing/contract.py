@@ -120,6 +120,9 @@ class ResumableOperatorContract(InterruptionContract):
             "state_store_retry": RetryPolicy(attempts=1, wait=wait_none()),
             "resume_delay": timedelta(0),
             "max_resumes": 3,
+            # A loaded test machine (parallel workers) may take seconds to answer "why was I
+            # stopped?"; an unanswered question is a checkpoint, which is not what a scenario tests.
+            "stop_classification_timeout": 20.0,
             **overrides,
         }
         os.environ[f"AIRFLOW_VAR_{SPEC_VARIABLE}"] = spec_value
