@@ -7,8 +7,8 @@ Databricks Jobs API and the moto lifecycle controller, each in its own process, 
 ``benchmarks/dags/chaos_benchmark_dags.py``: every provider operator twice, stock and resumable,
 with the same arguments.
 
-**The schedule** (from ``--seed``): per operator, ``--tasks`` tasks (4 by default: 6 operators x 4 =
-24 tasks per variant, 48 DAG runs). Each task gets a remote-job length (a realistic length in
+**The schedule** (from ``--seed``): per operator, ``--tasks`` tasks (4 by default: 12 operators x 4
+= 48 tasks per variant, 96 DAG runs). Each task gets a remote-job length (a realistic length in
 minutes, one minute scaled to ``--minute`` seconds, +-20 %), a fault, and when it strikes (30-60 %
 into the job). The faults: ``none``; ``shutdown``, a worker shutdown: SIGTERM to the task's
 supervisor, then SIGKILL to whatever is left of it after a grace period (a pod's termination
@@ -19,7 +19,8 @@ of one task get the same length, fault and fault time, and run side by side.
 it has existed for its length, whether or not anything still polls it. Jobs are counted from the
 fakes' ledgers; every call is attributed to one task by the names and resources that only that
 task uses (each task gets its own Databricks job, Batch queue and job definition, EMR cluster,
-EMR Serverless application and EMR on EKS virtual cluster).
+EMR Serverless application, EMR on EKS virtual cluster, Glue job, state machine, ECS cluster and
+task definition, and S3 bucket for SageMaker).
 
 **The columns**, per operator class:
 
@@ -32,7 +33,9 @@ EMR Serverless application and EMR on EKS virtual cluster).
 - ``recover p50/p95``: seconds from the fault to the first status call of a new execution of the
   task (for a resumable operator, of the job that ran before the fault: it has no other; for a
   stock one, of any of its jobs); ``kept job``: faulted tasks whose final job is the one that
-  was running before the fault;
+  was running before the fault, out of the faults that struck (a fault strikes once the task
+  polls its job; a task that returns without waiting, like the stock
+  ``StepFunctionStartExecutionOperator``, is never struck: the notes below the table say so);
 - ``calls/attempt``: cloud API calls of a no-fault task per attempt, as ``status + other``;
   status calls depend on the job's length and the operator's poll cadence, the other calls are
   the operator's overhead (submission, look-ups, links). The breakdown by operation is printed
@@ -46,6 +49,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -56,24 +60,34 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from airflow_resumable.testing.aws import (
     MotoProcess,
     aws_connection_env,
     provision_batch,
+    provision_ecs,
     provision_emr_cluster,
     provision_emr_serverless_application,
     provision_emr_virtual_cluster,
+    provision_glue,
+    provision_sagemaker,
+    provision_state_machine,
 )
-from airflow_resumable.testing.cluster import AirflowCluster, wait_until
+from airflow_resumable.testing.cluster import AirflowCluster
 from airflow_resumable.testing.databricks import FakeDatabricksProcess, databricks_connection_env
 
 DAGS = Path(__file__).parent / "dags"
 TASK = "job"
 #: Typical remote-job lengths in minutes: a Databricks notebook ETL run, a job run, a Batch
-#: container job, a Spark job on EMR Serverless, on EMR on EKS, an EMR step.
+#: container job, a Spark job on EMR Serverless, on EMR on EKS, an EMR step; then (0.2.0) a
+#: one-notebook run, a Glue ETL job, a Step Functions workflow, an ECS container task, a SageMaker
+#: training job and a SageMaker processing job. New operators go at the end: the seeded schedule of
+#: the earlier ones stays as it was.
 LENGTH_MINUTES = {
     "databricks_submit_run": 25,
     "databricks_run_now": 20,
@@ -81,6 +95,12 @@ LENGTH_MINUTES = {
     "emr_serverless": 15,
     "emr_containers": 15,
     "emr_steps": 12,
+    "databricks_notebook": 15,
+    "glue": 12,
+    "step_function": 8,
+    "ecs": 6,
+    "sagemaker_training": 30,
+    "sagemaker_processing": 12,
 }
 OPERATORS = tuple(LENGTH_MINUTES)
 CLASS_NAMES = {
@@ -90,6 +110,12 @@ CLASS_NAMES = {
     "emr_serverless": "EmrServerlessStartJobOperator",
     "emr_containers": "EmrContainerOperator",
     "emr_steps": "EmrAddStepsOperator",
+    "databricks_notebook": "DatabricksNotebookOperator",
+    "glue": "GlueJobOperator",
+    "step_function": "StepFunctionStartExecutionOperator",
+    "ecs": "EcsRunTaskOperator",
+    "sagemaker_training": "SageMakerTrainingOperator",
+    "sagemaker_processing": "SageMakerProcessingOperator",
 }
 VARIANTS = ("stock", "resumable")
 #: Seconds between two DAG runs' starts (see :class:`Bench`).
@@ -103,6 +129,12 @@ SUBMIT_OPS = {
     "emr_serverless": {"StartJobRun"},
     "emr_containers": {"StartJobRun"},
     "emr_steps": {"AddJobFlowSteps"},
+    "databricks_notebook": {"runs/submit"},
+    "glue": {"StartJobRun"},
+    "step_function": {"StartExecution"},
+    "ecs": {"RunTask"},
+    "sagemaker_training": {"CreateTrainingJob"},
+    "sagemaker_processing": {"CreateProcessingJob"},
 }
 STATUS_OPS = {
     "databricks_submit_run": {"runs/get"},
@@ -111,8 +143,18 @@ STATUS_OPS = {
     "emr_serverless": {"GetJobRun"},
     "emr_containers": {"DescribeJobRun"},
     "emr_steps": {"DescribeStep", "ListSteps"},
+    # The stock notebook operator polls its run's task run: the ledgers file it under the run.
+    "databricks_notebook": {"runs/get"},
+    "glue": {"GetJobRun"},
+    "step_function": {"DescribeExecution"},
+    "ecs": {"DescribeTasks"},
+    "sagemaker_training": {"DescribeTrainingJob"},
+    "sagemaker_processing": {"DescribeProcessingJob"},
 }
-CANCEL_OPS = frozenset({"runs/cancel", "TerminateJob", "CancelJob", "CancelJobRun", "CancelSteps"})
+CANCEL_OPS = frozenset(
+    {"runs/cancel", "TerminateJob", "CancelJob", "CancelJobRun", "CancelSteps"}
+    | {"BatchStopJobRun", "StopExecution", "StopTask", "StopTrainingJob", "StopProcessingJob"}
+)
 _DATABRICKS_TERMINAL = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
 
 
@@ -130,13 +172,21 @@ class Call:
 
 
 class Ledgers:
-    """Both fakes' ledgers as :class:`Call` lists, fetched at most every half second."""
+    """
+    Both fakes' ledgers as :class:`Call` lists, fetched at most every half second.
+
+    A Databricks call about a task run of a run (the stock ``DatabricksNotebookOperator`` polls its
+    run's one task run) names the run itself: a run's calls are all filed under the id it was
+    created with.
+    """
 
     def __init__(self, databricks: Any, moto: Any) -> None:
         self._databricks, self._moto = databricks, moto
         self._lock = threading.Lock()
         self._at = 0.0
         self._calls: dict[str, list[Call]] = {"databricks": [], "aws": []}
+        #: Task run id -> the id of the run it belongs to (looked up once per created run).
+        self._run_of: dict[str, str] = {}
 
     def calls(self, cloud: str, *, fresh: bool = False) -> list[Call]:
         """Every call to ``cloud`` (``databricks`` or ``aws``), as of at most half a second ago."""
@@ -150,6 +200,11 @@ class Ledgers:
         calls = []
         for e in self._databricks.ledger():
             run = str(e.run_id) if e.run_id is not None else ""
+            if e.created and run and run not in self._run_of:
+                self._run_of[run] = run
+                for task in self._databricks.get_run(int(run)).get("tasks", []):
+                    self._run_of[str(task["run_id"])] = run
+            run = self._run_of.get(run, run)
             calls.append(
                 Call(
                     op=e.endpoint,
@@ -209,6 +264,8 @@ class Result:
 
     planned: Planned
     variant: str
+    #: ``<dag id> <run id>``: where its task logs are.
+    dag_run: str = ""
     state: str = ""
     try_number: int = 0
     jobs: int = 0
@@ -216,6 +273,10 @@ class Result:
     recovery: float | None = None
     #: The job the task finally waited for is the one that was running before the fault.
     kept_job: bool | None = None
+    #: The fault struck (it waits for the task to poll its job; a task may end before that).
+    struck: bool = False
+    #: Seconds the task's final job ran on after the task had ended (0: the task waited for it).
+    unwatched: float = 0.0
     attempts: int = 1
     calls: Counter[str] = field(default_factory=Counter)
     status_calls: int = 0
@@ -260,7 +321,20 @@ class Run:
             conf["virtual_cluster_id"] = provision_emr_virtual_cluster(url, name=name)
         elif self.op == "emr_steps":
             conf["job_flow_id"] = provision_emr_cluster(url, name=name)
-        self.identifiers |= {str(v) for k, v in conf.items() if k not in ("label", "job_id")}
+        elif self.op == "glue":
+            provision_glue(url, name=name)  # the job is named after the label
+        elif self.op == "step_function":
+            conf["state_machine_arn"] = provision_state_machine(url, name=name)
+        elif self.op == "ecs":
+            ecs = provision_ecs(url, name=name)
+            conf |= {"ecs_cluster": ecs.cluster, "ecs_task_definition": ecs.task_definition}
+        elif self.op.startswith("sagemaker"):
+            sagemaker = provision_sagemaker(url, name=name)
+            conf |= {"sagemaker_input_uri": sagemaker.input_uri, "sagemaker_output_uri": sagemaker.output_uri}
+            conf["sagemaker_image_uri"] = sagemaker.image_uri
+        # (Every run's SageMaker jobs name the same image: it identifies nothing.)
+        shared = ("label", "job_id", "sagemaker_image_uri")
+        self.identifiers |= {str(v) for k, v in conf.items() if k not in shared}
         return conf
 
     def jobs(self) -> list[Call]:
@@ -270,6 +344,14 @@ class Run:
             for c in self.bench.ledgers.calls(self.cloud)
             if c.op in SUBMIT_OPS[self.op] and c.created and self.label in c.text
         ]
+
+    def polled(self, job: Call) -> bool:
+        """Whether the task (any execution of it) read the status of ``job``."""
+        job_id = job.created[0]
+        return any(
+            c.op in STATUS_OPS[self.op] and c.at >= job.at and job_id in c.names
+            for c in self.bench.ledgers.calls(self.cloud)
+        )
 
     def mine(self, call: Call, job_ids: set[str]) -> bool:
         return bool(call.names & job_ids) or any(ident in call.text for ident in self.identifiers)
@@ -302,18 +384,39 @@ class Run:
         result = Result(self.planned, self.variant)
         try:
             self.bench.pace()
-            conf = self.provision()
-            with self.bench.rest_lock:
-                self.triggered_at = time.time()  # the calls before are the benchmark's set-up
-                self.run_id = self.bench.cluster.trigger(self.dag_id, conf)
+            self.run_id = self.trigger(self.provision())
+            result.dag_run = f"{self.dag_id} {self.run_id}"
             self.drive(result)
             self.measure(result)
         except Exception as error:  # one broken run must not hide the others' figures
             result.error = f"{type(error).__name__}: {error}"
         return result
 
+    def trigger(self, conf: dict[str, Any]) -> str:
+        """
+        Create the DAG run (one REST write at a time).
+
+        A write that sqlite's lock refused after the client's own attempts never reached its
+        handler (see ``AirflowCluster``): on a loaded machine it is sent again, twice at most.
+        """
+        for attempt in range(3):
+            try:
+                with self.bench.rest_lock:
+                    self.triggered_at = time.time()  # the calls before are the benchmark's set-up
+                    return self.bench.cluster.trigger(self.dag_id, conf)
+            except httpx.HTTPStatusError as error:
+                if attempt == 2 or "Database error" not in error.response.text:
+                    raise
+            time.sleep(2.0)
+        raise AssertionError("unreachable")
+
     def drive(self, result: Result) -> None:
-        """Until the DAG run ends: end jobs that are due, and inject the fault when it is due."""
+        """
+        Until the DAG run ends: end jobs that are due, and inject the fault when it is due.
+
+        The fault is due ``fault_after`` seconds after the first job was created, as soon as the
+        task polls that job; a task that has ended by then is not struck.
+        """
         cluster, planned = self.bench.cluster, self.planned
         deadline = time.monotonic() + 8 * planned.length + 180
         fault_due = planned.fault != "none"
@@ -321,25 +424,18 @@ class Run:
             self.bench.check()
             self.finish_due_jobs()
             jobs = self.jobs()
-            if fault_due and jobs and time.time() >= jobs[0].at + planned.fault_after:
-                self.fault_at, self.gone_at = self.disrupt(jobs[0])
-                fault_due = False
+            due = fault_due and jobs and time.time() >= jobs[0].at + planned.fault_after
+            if due and self.polled(jobs[0]):
+                self.fault_at, self.gone_at = self.disrupt()
+                result.struck, fault_due = True, False
             if cluster.dag_run(self.dag_id, self.run_id)["state"] in ("success", "failed"):
                 return
             time.sleep(0.5)
         raise TimeoutError(f"{self.dag_id} {self.run_id} did not end in time")
 
-    def disrupt(self, job: Call) -> tuple[float, float]:
-        """Inject the fault while the task polls ``job``; return (fault time, task-exit time), epoch."""
+    def disrupt(self) -> tuple[float, float]:
+        """Inject the fault into the running task; return (fault time, task-exit time), epoch."""
         cluster = self.bench.cluster
-        wait_until(
-            lambda: any(
-                c.op in STATUS_OPS[self.op] and job.created[0] in c.names
-                for c in self.bench.ledgers.calls(self.cloud)
-            ),
-            timeout=120,
-            what=f"{self.dag_id} polling",
-        )
         processes = cluster.task_processes(self.dag_id, TASK, self.run_id, timeout=60)
         fault_at = time.time()
         if self.planned.fault == "crash":
@@ -375,6 +471,9 @@ class Run:
                 result.lost_seconds += max(end - job.at, 0.0)
         ti = self.bench.cluster.task_instance(self.dag_id, self.run_id, TASK)
         result.state, result.try_number, result.jobs = str(ti["state"]), int(ti["try_number"]), len(jobs)
+        if productive in self.finished_at and ti.get("end_date"):
+            task_end = datetime.fromisoformat(str(ti["end_date"]).replace("Z", "+00:00")).timestamp()
+            result.unwatched = max(self.finished_at[productive] - task_end, 0.0)
         result.attempts = max(self.executions(), 1)
         if self.gone_at and jobs:
             # Recovery: the first status call of the task's jobs after the disrupted process was gone.
@@ -449,7 +548,7 @@ def row(results: list[Result]) -> dict[str, str]:
         if r.planned.fault in faults:
             faults[r.planned.fault] += max(r.try_number - 1, 0)
     recoveries = [r.recovery for r in results if r.recovery is not None]
-    faulted = [r for r in results if r.planned.fault != "none"]
+    faulted = [r for r in results if r.struck]
     clean = [r for r in results if r.planned.fault == "none" and not r.error]
     status = statistics.fmean(r.status_calls / r.attempts for r in clean) if clean else 0.0
     other = (
@@ -488,10 +587,29 @@ def table(results: list[Result]) -> str:
     return "\n".join(out)
 
 
+def notes(results: list[Result]) -> str:
+    """Per class: faults that never struck, and tasks that ended while their job still ran."""
+    out = []
+    for op in OPERATORS:
+        for variant in VARIANTS:
+            mine = [r for r in results if r.planned.operator == op and r.variant == variant and not r.error]
+            planned = [r for r in mine if r.planned.fault != "none"]
+            early = [r.unwatched for r in mine if r.unwatched > 1.0]
+            if not mine or (len(early) == 0 and all(r.struck for r in planned)):
+                continue
+            name = ("Resumable" if variant == "resumable" else "") + CLASS_NAMES[op]
+            out.append(
+                f"  {name}: {len(early)}/{len(mine)} tasks ended while their job still ran "
+                f"(it ran on unwatched for {statistics.fmean(early) if early else 0.0:.1f} s on average); "
+                f"{sum(r.struck for r in planned)} of {len(planned)} faults struck a task polling its job"
+            )
+    return "\n".join(out)
+
+
 def overhead(results: list[Result]) -> str:
     """Per operator: the no-fault calls per attempt by operation, stock vs resumable."""
     out = []
-    for op in OPERATORS:
+    for op in [op for op in OPERATORS if any(r.planned.operator == op for r in results)]:
         counts: dict[str, Counter[str]] = {}
         for variant in VARIANTS:
             clean = [r for r in results if r.planned.operator == op and r.variant == variant]
@@ -530,25 +648,37 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     schedule = [p for p in plan(args.seed, args.tasks, args.minute) if p.operator in args.operators]
     print(f"Seed {args.seed}: {len(schedule)} tasks x 2 variants, on {os.cpu_count()} cores.", flush=True)
-    with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="airflow-resumable-bench-")))
-        databricks = stack.enter_context(FakeDatabricksProcess(lifecycle="manual", log_path=tmp / "db.log"))
-        moto = stack.enter_context(MotoProcess(lifecycle="manual", log_path=tmp / "moto.log"))
-        env = {**databricks_connection_env(databricks.url), **aws_connection_env(moto.url, max_attempts=1)}
-        cluster = stack.enter_context(
-            AirflowCluster(DAGS, home=tmp / "airflow", env=env, executor_parallelism=args.parallel + 1)
-        )
-        print(f"Airflow up after {time.monotonic() - began:.0f}s; running the schedule...", flush=True)
-        bench = Bench(cluster, databricks, moto, Ledgers(databricks.client, moto.client))
-        runs = [Run(bench, planned, variant) for planned in schedule for variant in VARIANTS]
-        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-            try:
-                results = list(pool.map(lambda run: run.run(), runs))
-            finally:  # on Ctrl-C or SIGTERM: the runs give up, the processes are stopped
-                bench.stopped.set()
+    # The deployment's home (task and component logs) and the fakes' logs: removed after a run
+    # that went as expected, kept for a look otherwise.
+    tmp = Path(tempfile.mkdtemp(prefix="airflow-resumable-bench-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            databricks = stack.enter_context(
+                FakeDatabricksProcess(lifecycle="manual", log_path=tmp / "db.log")
+            )
+            moto = stack.enter_context(MotoProcess(lifecycle="manual", log_path=tmp / "moto.log"))
+            env = {
+                **databricks_connection_env(databricks.url),
+                **aws_connection_env(moto.url, max_attempts=1),
+            }
+            cluster = stack.enter_context(
+                AirflowCluster(DAGS, home=tmp / "airflow", env=env, executor_parallelism=args.parallel + 1)
+            )
+            print(f"Airflow up after {time.monotonic() - began:.0f}s; running the schedule...", flush=True)
+            bench = Bench(cluster, databricks, moto, Ledgers(databricks.client, moto.client))
+            runs = [Run(bench, planned, variant) for planned in schedule for variant in VARIANTS]
+            with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+                try:
+                    results = list(pool.map(lambda run: run.run(), runs))
+                finally:  # on Ctrl-C or SIGTERM: the runs give up, the processes are stopped
+                    bench.stopped.set()
+    except BaseException:
+        print(f"\nThe benchmark stopped; its home and logs are kept in {tmp}", file=sys.stderr)
+        raise
     if args.dump:
         dump = [
-            {"run": f"{r.variant} {r.planned}", "error": r.error, "state": r.state, "tries": r.try_number}
+            {"run": f"{r.variant} {r.planned}", "dag_run": r.dag_run, "error": r.error, "state": r.state}
+            | {"tries": r.try_number}
             | {"jobs": r.jobs, "recovery": r.recovery, "kept_job": r.kept_job, "calls": r.trail}
             for r in results
         ]
@@ -556,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     errors = [r for r in results if r.error]
     print()
     print(table(results))
+    if note := notes(results):
+        print("\nNotes:")
+        print(note)
     print("\nNo-fault cloud calls per attempt, stock -> resumable:")
     print(overhead(results))
     for r in errors:
@@ -571,7 +704,13 @@ def main(argv: list[str] | None = None) -> int:
         or (r.planned.fault == "shutdown" and r.try_number != 1)
         or (r.planned.fault != "none" and not r.kept_job)
     ]
-    return 1 if errors or broken else 0
+    for r in broken:
+        print(f"  UNEXPECTED resumable {r.planned}: {r.jobs} jobs, {r.try_number} tries ({r.dag_run})")
+    if errors or broken:
+        print(f"The deployment's home and logs are kept in {tmp}")
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,12 +15,20 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
+from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 from airflow.providers.amazon.aws.operators.emr import (
     EmrAddStepsOperator,
     EmrContainerOperator,
     EmrServerlessStartJobOperator,
 )
+from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
+from airflow.providers.amazon.aws.operators.sagemaker import (
+    SageMakerProcessingOperator,
+    SageMakerTrainingOperator,
+)
+from airflow.providers.amazon.aws.operators.step_function import StepFunctionStartExecutionOperator
 from airflow.providers.databricks.operators.databricks import (
+    DatabricksNotebookOperator,
     DatabricksRunNowOperator,
     DatabricksSubmitRunOperator,
 )
@@ -29,11 +37,17 @@ from tenacity import stop_after_attempt, wait_fixed
 
 from airflow_resumable.providers.amazon import (
     ResumableBatchOperator,
+    ResumableEcsRunTaskOperator,
     ResumableEmrAddStepsOperator,
     ResumableEmrContainerOperator,
     ResumableEmrServerlessStartJobOperator,
+    ResumableGlueJobOperator,
+    ResumableSageMakerProcessingOperator,
+    ResumableSageMakerTrainingOperator,
+    ResumableStepFunctionStartExecutionOperator,
 )
 from airflow_resumable.providers.databricks import (
+    ResumableDatabricksNotebookOperator,
     ResumableDatabricksRunNowOperator,
     ResumableDatabricksSubmitRunOperator,
 )
@@ -60,6 +74,13 @@ _DATABRICKS: dict[str, Any] = {
     "polling_period_seconds": 1,
     "databricks_retry_args": {"stop": stop_after_attempt(2), "wait": wait_fixed(0.2)},
 }
+
+#: The SageMaker jobs: one instance, the run's own bucket (the stock training operator checks
+#: that its S3 input exists), ``print_log=False`` so that both variants poll every ``check_interval``
+#: (with ``print_log`` the stock training operator describes the job at most every 30 s).
+_SAGEMAKER: dict[str, Any] = {"check_interval": 1, "max_attempts": 600, "print_log": False}
+_SAGEMAKER_RESOURCES = {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10}
+_TRAINING_INPUT = {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": CONF.format("sagemaker_input_uri")}}
 
 #: operator key -> (stock class, resumable class, arguments).
 OPERATORS: dict[str, tuple[type, type, dict[str, Any]]] = {
@@ -116,6 +137,89 @@ OPERATORS: dict[str, tuple[type, type, dict[str, Any]]] = {
             "wait_for_completion": True,
             "waiter_delay": 1,
             "waiter_max_attempts": 600,
+        },
+    ),
+    "databricks_notebook": (
+        DatabricksNotebookOperator,
+        ResumableDatabricksNotebookOperator,
+        {
+            # The run name is the operator's fixed databricks_task_key: the label is a parameter.
+            "notebook_path": "/Shared/etl",
+            "source": "WORKSPACE",
+            "existing_cluster_id": "0000-000000-fake",
+            "notebook_params": {"label": LABEL},
+            **_DATABRICKS,
+        },
+    ),
+    "glue": (
+        GlueJobOperator,
+        ResumableGlueJobOperator,
+        {
+            # The run's own Glue job, provisioned by the benchmark (it exists: nothing is created).
+            "job_name": LABEL,
+            "script_location": "s3://bucket/etl.py",
+            "iam_role_arn": ROLE_ARN,
+            "job_poll_interval": 1,
+            "waiter_delay": 1,
+            "waiter_max_attempts": 600,
+        },
+    ),
+    "step_function": (
+        # The stock operator returns once the execution started (it waits only when deferrable);
+        # the resumable one waits by default (wait_for_completion=True).
+        StepFunctionStartExecutionOperator,
+        ResumableStepFunctionStartExecutionOperator,
+        {
+            "state_machine_arn": CONF.format("state_machine_arn"),
+            "name": LABEL,
+            "state_machine_input": {"label": LABEL},
+            "waiter_delay": 1,
+            "waiter_max_attempts": 600,
+        },
+    ),
+    "ecs": (
+        EcsRunTaskOperator,
+        ResumableEcsRunTaskOperator,
+        {
+            # RunTask names nothing: the label is the task group. FARGATE: no placement in moto.
+            "cluster": CONF.format("ecs_cluster"),
+            "task_definition": CONF.format("ecs_task_definition"),
+            "launch_type": "FARGATE",
+            "group": LABEL,
+            "overrides": {"containerOverrides": [{"name": "main", "command": ["etl"]}]},
+            "waiter_delay": 1,
+        },
+    ),
+    "sagemaker_training": (
+        SageMakerTrainingOperator,
+        ResumableSageMakerTrainingOperator,
+        {
+            "config": {
+                "TrainingJobName": LABEL,
+                "AlgorithmSpecification": {
+                    "TrainingImage": CONF.format("sagemaker_image_uri"),
+                    "TrainingInputMode": "File",
+                },
+                "RoleArn": ROLE_ARN,
+                "InputDataConfig": [{"ChannelName": "train", "DataSource": _TRAINING_INPUT}],
+                "OutputDataConfig": {"S3OutputPath": CONF.format("sagemaker_output_uri")},
+                "ResourceConfig": _SAGEMAKER_RESOURCES,
+                "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            },
+            **_SAGEMAKER,
+        },
+    ),
+    "sagemaker_processing": (
+        SageMakerProcessingOperator,
+        ResumableSageMakerProcessingOperator,
+        {
+            "config": {
+                "ProcessingJobName": LABEL,
+                "ProcessingResources": {"ClusterConfig": _SAGEMAKER_RESOURCES},
+                "AppSpecification": {"ImageUri": CONF.format("sagemaker_image_uri")},
+                "RoleArn": ROLE_ARN,
+            },
+            **_SAGEMAKER,
         },
     ),
 }
