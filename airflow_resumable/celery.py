@@ -24,6 +24,13 @@ The signal goes to the task process, not to its supervisor (the pool process): A
 supervisor forwards a SIGTERM to the task, but the supervisor of apache/airflow#69034 shuts down
 warmly and would not; the task process reacts the same under both.
 
+Whom to signal is read from the registry of :mod:`airflow_resumable._running`, a directory only
+the worker's user may write (checked on every read: an unsafe one is logged and nothing is
+signalled). An entry counts only for a live descendant of this worker whose start time matches.
+A task that cannot be signalled — a ``run_as_user`` task runs as another user, so the worker
+gets :exc:`PermissionError` — is logged with its label and skipped; the others are still
+signalled, and nothing is raised into Celery's shutdown.
+
 A cold shutdown (SIGQUIT, or a second SIGTERM) is left to Celery: it terminates the pool
 processes, whose supervisors forward the SIGTERM (Airflow 3.3), and resumable tasks checkpoint.
 
@@ -59,10 +66,18 @@ CELERY_CONFIG: dict[str, Any] = dict(DEFAULT_CELERY_CONFIG)
 
 
 def resumable_tasks_under(worker_pid: int) -> list[RunningTask]:
-    """The registered resumable task processes that descend from process ``worker_pid``."""
+    """
+    The registered resumable task processes that descend from process ``worker_pid``.
+
+    An entry naming any other process (another worker's task, or a process that is no task at
+    all) is left out. Never raises: a worker that is gone or cannot be inspected has none.
+    """
     try:
         descendants = {proc.pid for proc in psutil.Process(worker_pid).children(recursive=True)}
     except psutil.NoSuchProcess:
+        return []
+    except psutil.Error as error:
+        log.warning("airflow_resumable: cannot list the processes under pid %d: %r", worker_pid, error)
         return []
     return [task for task in running_tasks() if task.task_pid in descendants]
 
@@ -72,19 +87,40 @@ def checkpoint_resumable_tasks(worker_pid: int | None = None) -> list[RunningTas
     Send SIGTERM to every resumable task process under ``worker_pid`` (this process by default).
 
     Each one checkpoints (a worker shutdown, as the server still holds it running). Tasks of
-    other operators are not signalled.
+    other operators are not signalled. A task that cannot be signalled — it ended meanwhile, or
+    it runs as another user (``run_as_user``: :exc:`PermissionError`), or any other error — is
+    logged with its label and skipped; the others are still signalled. Never raises into
+    Celery's shutdown.
 
-    :return: the tasks signalled.
+    :param worker_pid: the worker whose descendants are signalled.
+    :return: the tasks signalled (those that failed are only logged).
     """
     tasks = resumable_tasks_under(os.getpid() if worker_pid is None else worker_pid)
-    signalled = []
-    for task in tasks:
-        try:
-            os.kill(task.task_pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        signalled.append(task)
-    return signalled
+    return [task for task in tasks if _signal(task)]
+
+
+def _signal(task: RunningTask) -> bool:
+    """SIGTERM to ``task``'s process; whether it was sent (a failure is logged, never raised)."""
+    try:
+        os.kill(task.task_pid, signal.SIGTERM)
+    except ProcessLookupError:
+        log.info(
+            "airflow_resumable: resumable task %s (pid %d) ended before the signal", task.label, task.task_pid
+        )
+    except PermissionError:
+        log.warning(
+            "airflow_resumable: may not signal resumable task %s (pid %d): it runs as another user "
+            "(run_as_user?); it keeps Celery's warm-shutdown behaviour",
+            task.label,
+            task.task_pid,
+        )
+    except Exception:  # any other error: log it and signal the others
+        log.exception(
+            "airflow_resumable: could not signal resumable task %s (pid %d)", task.label, task.task_pid
+        )
+    else:
+        return True
+    return False
 
 
 @worker_shutting_down.connect
