@@ -65,6 +65,38 @@ OPTIONS: dict[str, Option] = {
         "0.2.0",
         per_operator=False,
     ),
+    "custodian_give_up_seconds": Option(
+        "float",
+        3600.0,
+        "Seconds after its first failed cancel that the custodian gives up on a stopped task's job "
+        "(retrying with a backoff of 5 s doubling to 300 s until then) and flags it on the jobs page.",
+        "0.3.0",
+        per_operator=False,
+    ),
+    "custodian_call_timeout_seconds": Option(
+        "float",
+        30.0,
+        "Deadline of each cloud call the custodian makes to cancel a job (1 to 600); a call past it "
+        "counts as a failed cancel and no longer holds up other cancels.",
+        "0.3.0",
+        per_operator=False,
+    ),
+    "custodian_parallel_cancels": Option(
+        "integer",
+        8,
+        "Cancels the custodian runs at once, each connection's one at a time (1 to 64).",
+        "0.3.0",
+        per_operator=False,
+    ),
+    "record_retention_days": Option(
+        "integer",
+        30,
+        "Days a record stays in task_state_store after its job ended (completed or cancelled), "
+        "until airflow state-store clean removes it; a record of a job that may still run never "
+        "expires. 0 keeps ended records for good.",
+        "0.3.0",
+        per_operator=False,
+    ),
     "stop_classification_timeout": Option(
         "float", 3.0, "Seconds to wait for the API server's answer after a stop signal."
     ),

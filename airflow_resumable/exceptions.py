@@ -10,6 +10,7 @@ __all__ = [
     "InvalidJobSpecError",
     "JobFailedError",
     "JobNotFoundError",
+    "RecipeRefusedError",
     "ResumableError",
     "ResumeLimitError",
     "StateStoreUnavailableError",
@@ -67,6 +68,15 @@ class HandedOverError(ResumableError):
     Ends the try without touching the remote job; the server already decided what comes next.
 
     .. versionadded:: 0.2.0
+    """
+
+
+class RecipeRefusedError(ResumableError):
+    """
+    A cancel recipe the custodian will not run: it names no connection, or its arguments are out of
+    bounds; never retried.
+
+    .. versionadded:: 0.3.0
     """
 
 
