@@ -20,6 +20,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 from celery.signals import worker_shutting_down
 
@@ -188,3 +189,126 @@ def test_a_resumable_operator_is_registered_while_it_watches_its_job() -> None:
     op.execute(make_context(InMemoryTaskStateStore(), dag_id="dag", task_id="job"))
     assert seen and all(labels == ["dag.job[-1]"] for labels in seen)
     assert _running.running_tasks() == [], "the entry is removed when the task stops watching"
+
+
+def _register_foreign(folder: Path, pid: int, label: str) -> None:
+    """Write the registry entry of process ``pid`` (as its own ``register`` would have)."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    entry = {
+        "task_pid": pid,
+        "supervisor_pid": os.getpid(),
+        "started_at": psutil.Process(pid).create_time(),
+        "ti_id": f"ti-{pid}",
+        "label": label,
+    }
+    (folder / f"{pid}.json").write_text(json.dumps(entry))
+
+
+@pytest.fixture
+def sleepers(runtime_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Three registered resumable task processes under this process (labels dag.t0 … dag.t2)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    for number, proc in enumerate(procs):
+        _register_foreign(runtime_dir, proc.pid, f"dag.t{number}[-1]")
+    yield procs
+    for proc in procs:
+        proc.kill()
+        proc.wait(10)
+
+
+class TestSignallingErrors:
+    @pytest.mark.parametrize(
+        ("error", "level"),
+        [
+            pytest.param(PermissionError(1, "Operation not permitted"), logging.WARNING, id="run_as_user"),
+            pytest.param(ProcessLookupError(3, "No such process"), logging.INFO, id="ended"),
+            pytest.param(OSError(22, "Invalid argument"), logging.ERROR, id="other OSError"),
+            pytest.param(psutil.AccessDenied(0), logging.ERROR, id="psutil error"),
+        ],
+    )
+    def test_one_failure_does_not_stop_the_others(
+        self,
+        sleepers: list[subprocess.Popen[bytes]],
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+        error: Exception,
+        level: int,
+    ) -> None:
+        """The middle task cannot be signalled: it is logged with its label, the two others get SIGTERM."""
+        refused = sleepers[1].pid
+        real_kill = os.kill
+
+        def kill(pid: int, sig: int) -> None:
+            if pid == refused and sig == signal.SIGTERM:  # the fixture still SIGKILLs it
+                raise error
+            real_kill(pid, sig)
+
+        monkeypatch.setattr(os, "kill", kill)
+        caplog.set_level(logging.INFO, logger="airflow_resumable.celery")
+        signalled = checkpoint_resumable_tasks()
+        assert sorted(task.label for task in signalled) == ["dag.t0[-1]", "dag.t2[-1]"]
+        assert [sleepers[0].wait(10), sleepers[2].wait(10)] == [-signal.SIGTERM, -signal.SIGTERM]
+        assert sleepers[1].poll() is None
+        logged = [r for r in caplog.records if "dag.t1[-1]" in r.getMessage()]
+        assert [r.levelno for r in logged] == [level]
+
+    def test_receiver_reports_only_the_tasks_signalled(
+        self,
+        sleepers: list[subprocess.Popen[bytes]],
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """On a warm shutdown with one task refused, the receiver logs the two asked and raises nothing."""
+        refused = sleepers[0].pid
+        real_kill = os.kill
+
+        def kill(pid: int, sig: int) -> None:
+            if pid == refused and sig == signal.SIGTERM:  # the fixture still SIGKILLs it
+                raise PermissionError(1, "Operation not permitted")
+            real_kill(pid, sig)
+
+        monkeypatch.setattr(os, "kill", kill)
+        caplog.set_level(logging.INFO, logger="airflow_resumable.celery")
+        worker_shutting_down.send(sender="celery@test", sig="SIGTERM", how="Warm", exitcode=0)
+        [asked] = [r.getMessage() for r in caplog.records if "asked" in r.getMessage()]
+        assert "asked 2 resumable task(s)" in asked
+        assert "dag.t0[-1]" not in asked
+
+    def test_uninspectable_worker_has_no_tasks(
+        self, sleepers: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A psutil error listing the worker's descendants yields no task instead of an exception."""
+
+        def denied(self: psutil.Process, recursive: bool = False) -> list[psutil.Process]:
+            raise psutil.AccessDenied(self.pid)
+
+        monkeypatch.setattr(psutil.Process, "children", denied)
+        assert resumable_tasks_under(os.getpid()) == []
+        assert checkpoint_resumable_tasks() == []
+        assert all(proc.poll() is None for proc in sleepers)
+
+
+class TestPlantedRegistry:
+    def test_entry_naming_pid_1_is_never_signalled(
+        self, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A valid entry for a live process that is not this worker's descendant (pid 1) is not signalled."""
+        _register_foreign(runtime_dir, 1, "dag.init[-1]")
+        assert [task.task_pid for task in _running.running_tasks()] == [1], "the entry itself is valid"
+        sent: list[int] = []
+        monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(pid))  # never a real signal to pid 1
+        assert resumable_tasks_under(os.getpid()) == []
+        assert checkpoint_resumable_tasks() == []
+        assert sent == []
+
+    def test_untrusted_registry_signals_nothing(
+        self, children: Children, runtime_dir: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A registry that became group/other-writable is refused: the warm shutdown signals nobody."""
+        runtime_dir.chmod(0o777)
+        caplog.set_level(logging.INFO, logger="airflow_resumable")
+        worker_shutting_down.send(sender="celery@test", sig="SIGTERM", how="Warm", exitcode=0)
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("not trusted" in m and "writable by group or others" in m for m in messages)
+        assert any("asked 0 resumable task(s) to checkpoint: none running" in m for m in messages)
+        assert not children["resumable"][1].exists()
