@@ -19,6 +19,7 @@ from opentelemetry import trace
 from airflow_resumable import _running
 from airflow_resumable._config import setting
 from airflow_resumable._decision import Backend, Decision, decide
+from airflow_resumable._retention import record_retention
 from airflow_resumable._stopping import Interrupted, StopHandlingMixin
 from airflow_resumable.exceptions import (
     JobFailedError,
@@ -480,7 +481,9 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         The ledger holds it while the job may be active (intent, submitted, interrupted) and lets
         go of it once the job completed or was cancelled.
         """
-        stored = self._store_set(store, RECORD_KEY, record.to_json(), required=required)
+        stored = self._store_set(
+            store, RECORD_KEY, record.to_json(), required=required, retention=record_retention(record.phase)
+        )
         if context is not None and self.keep_ledger:
             if record.phase in ("completed", "cancelled"):
                 self._forget_in_ledger(context)
@@ -567,11 +570,24 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         )
 
     def _store_set(
-        self, store: TaskStateStoreAccessor, key: str, value: JsonValue, *, required: bool
+        self,
+        store: TaskStateStoreAccessor,
+        key: str,
+        value: JsonValue,
+        *,
+        required: bool,
+        retention: timedelta | None = None,
     ) -> bool:
+        """Write one key; ``retention`` as the accessor takes it (None: Airflow's default)."""
+        extra = {} if retention is None else {"retention": retention}
         try:
             self.state_store_retry.call(
-                store.set, key, value, is_retryable=is_transient_state_store_error, what="state write"
+                store.set,
+                key,
+                value,
+                is_retryable=is_transient_state_store_error,
+                what="state write",
+                **extra,
             )
         except Exception as err:
             if required:

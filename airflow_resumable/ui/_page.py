@@ -48,6 +48,9 @@ nav.pages{margin-top:12px;display:flex;gap:12px}
   <span><b id="total">{{ total }}</b> records</span>
   <a id="attention-link" href="{{ attention_href }}">{{ attention_total }} need attention</a>
   {% if ledger_only %}<span>{{ ledger_only|length }} only in the ledger</span>{% endif %}
+  {% if ledger_unread %}<span id="ledger-unread" class="why">{{ ledger_unread }} ledger entries not read yet
+  (one request reads {{ ledger_read }}):
+  <a id="ledger-next" href="{{ ledger_next_href }}">read on</a></span>{% endif %}
   <span class="muted">read in {{ '%.0f'|format(query_ms) }} ms</span>
 </div>
 {% if not single %}
@@ -126,6 +129,12 @@ class PageView:
     page_size: int
     query_seconds: float
     base_path: str
+    #: Ledger Variables the request did not read, and the cursor to read on from.
+    ledger_unread: int = 0
+    ledger_next_after: int | None = None
+    #: The cursor this request read the ledger from (0: its start).
+    ledger_after: int = 0
+    ledger_read: int = 0
 
 
 def render_page(view: PageView) -> str:
@@ -151,8 +160,9 @@ def render_page(view: PageView) -> str:
         return f"{view.base_path}?{urlencode({**query, 'page': number})}"
 
     attention_href = f"{view.base_path}?{urlencode({**query, 'attention': '1'})}"
+    ledger_next_href = f"{view.base_path}?{urlencode({**query, 'ledger_after': view.ledger_next_after or 0})}"
     return _COMPILED.render(
-        rows=[*(view.ledger_only if view.page == 1 else []), *view.rows],
+        rows=[*(view.ledger_only if view.page == 1 or view.ledger_after else []), *view.rows],
         ledger_only=view.ledger_only,
         filters=filters,
         dag_ids=view.dag_ids,
@@ -166,6 +176,9 @@ def render_page(view: PageView) -> str:
         subtitle=subtitle,
         page_href=page_href,
         attention_href=attention_href,
+        ledger_unread=view.ledger_unread,
+        ledger_read=view.ledger_read,
+        ledger_next_href=ledger_next_href,
         age=_age_text,
     )
 

@@ -3,14 +3,23 @@ The "Resumable jobs" page's reads of the metadata database: filtered, counted an
 
 One query pages the records in ``task_state_store`` (key :data:`~airflow_resumable.record.RECORD_KEY`)
 joined to their task instances, restricted to the DAGs the user may read, filtered by DAG, phase
-and "needs attention", newest first, with ``LIMIT``/``OFFSET``; two counts give the totals. The
-record's fields are read in SQL with the database's JSON functions (sqlite, PostgreSQL, MySQL).
-Nothing here writes, and nothing calls a cloud.
+and "needs attention", newest record first, with ``LIMIT``/``OFFSET`` or a keyset cursor
+(``before_id``); one more query counts the totals. The record's fields are read in SQL with the
+database's JSON functions (sqlite, PostgreSQL, MySQL). Nothing here writes, and nothing calls a cloud.
+
+**Order.** By ``task_state_store.id`` descending: the primary key, so the database walks its index
+and stops after a page, where ``updated_at`` (no index; Airflow owns the table) needs a sort of
+every matching row. The id is given when a task instance's record is first written (its intent),
+so the order is the order in which the jobs were started (what the Age column shows), and a row
+does not jump to the first page each time its record is rewritten.
 
 The ledger (:mod:`airflow_resumable.ledger`) is read twice: which of the shown rows it still holds
-(jobs the custodian can cancel), and its entries whose record is gone (a deleted DAG run, a wiped
-store). Ledger values may be encrypted (Fernet), so they are decoded in Python; the ledger only
-holds jobs in flight, and at most :data:`LEDGER_SCAN_LIMIT` entries are read.
+(jobs the custodian can cancel, one query), and its entries whose record is gone (a deleted DAG
+run, a wiped store). Ledger values may be encrypted (Fernet), so they are decoded in Python, read
+by ``Variable.id`` in batches of :data:`LEDGER_BATCH` (keyset paging, ``key LIKE`` the prefix), at
+most :data:`LEDGER_SCAN_BUDGET` a request; the rest is counted and reported
+(:attr:`LedgerScan.unread`) with a cursor to read on from (:attr:`LedgerScan.next_after`), never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 __all__ = [
-    "LEDGER_SCAN_LIMIT",
+    "LEDGER_BATCH",
+    "LEDGER_SCAN_BUDGET",
     "JobFilter",
     "JobPage",
+    "LedgerScan",
     "attention_clause",
     "json_text",
     "ledger_keys_present",
@@ -45,8 +56,10 @@ __all__ = [
     "query_jobs",
 ]
 
-#: Ledger entries read at most to find those whose record is gone.
-LEDGER_SCAN_LIMIT = 1000
+#: Ledger Variables read per query when looking for entries whose record is gone.
+LEDGER_BATCH = 500
+#: Ledger Variables read at most per request; the rest are counted and reported, with a cursor.
+LEDGER_SCAN_BUDGET = 5000
 _KNOWN_PHASES = (*ACTIVE_PHASES, *ENDED_PHASES)
 
 
@@ -96,12 +109,34 @@ class JobFilter:
 
 @dataclass(frozen=True)
 class JobPage:
-    """One page of records, the totals of the filtered set, and how long the reads took."""
+    """
+    One page of records, the totals of the filtered set, and how long the reads took.
+
+    :param next_before_id: the keyset cursor of the next (older) page; None on the last page.
+    """
 
     records: list[StoredRecord]
     total: int
     attention_total: int
     query_seconds: float
+    next_before_id: int | None = None
+
+
+@dataclass(frozen=True)
+class LedgerScan:
+    """
+    The ledger entries whose record is gone, and how much of the ledger was not read.
+
+    :param records: the entries found (of the DAGs the user may read, matching the filters).
+    :param read: ledger Variables read by this scan.
+    :param unread: ledger Variables after the scan's last one, not read (0: the scan saw them all).
+    :param next_after: the ``Variable.id`` to continue from (``ledger_after``); None when ``unread`` is 0.
+    """
+
+    records: list[StoredRecord]
+    read: int = 0
+    unread: int = 0
+    next_after: int | None = None
 
 
 def _models() -> tuple[Any, Any]:
@@ -164,17 +199,22 @@ def query_jobs(
     filters: JobFilter,
     limit: int,
     offset: int,
+    before_id: int | None = None,
 ) -> JobPage:
     """
-    One page of records (newest write first) of the DAGs in ``readable_dag_ids``, with totals.
+    One page of records (newest record first) of the DAGs in ``readable_dag_ids``, with totals.
 
-    ``limit`` and ``offset`` go to the database; so do the filters and the counts.
+    ``limit``, ``offset`` and the filters go to the database; so do the counts. Two queries.
+
+    :param before_id: keyset cursor: only records whose ``task_state_store.id`` is below it
+        (:attr:`JobPage.next_before_id` of the page before); ``offset`` then counts from there.
     """
     tss, ti = _models()
     began = time.perf_counter()
     if not readable_dag_ids:
         return JobPage([], 0, 0, time.perf_counter() - began)
     columns = select(
+        tss.id,
         tss.dag_id,
         tss.run_id,
         tss.task_id,
@@ -189,9 +229,12 @@ def query_jobs(
     statement = _filtered(columns, readable_dag_ids, filters)
     if filters.attention_only:
         statement = statement.where(attention_clause())
-    statement = statement.order_by(tss.updated_at.desc(), tss.id.desc()).limit(limit).offset(offset)
+    if before_id is not None:
+        statement = statement.where(tss.id < before_id)
+    statement = statement.order_by(tss.id.desc()).limit(limit).offset(offset)
     records = [
         StoredRecord(
+            store_id=row.id,
             dag_id=row.dag_id,
             run_id=row.run_id,
             task_id=row.task_id,
@@ -211,7 +254,8 @@ def query_jobs(
     total, attention_total = session.execute(counted).one()
     if filters.attention_only:
         total = attention_total
-    return JobPage(records, int(total), int(attention_total), time.perf_counter() - began)
+    next_before = records[-1].store_id if len(records) == limit else None
+    return JobPage(records, int(total), int(attention_total), time.perf_counter() - began, next_before)
 
 
 def ledger_keys_present(session: Session, identities: Collection[TaskIdentity]) -> set[TaskIdentity]:
@@ -230,23 +274,49 @@ def ledger_only(
     *,
     readable_dag_ids: Collection[str],
     filters: JobFilter,
-    scan_limit: int = LEDGER_SCAN_LIMIT,
-) -> list[StoredRecord]:
+    after_id: int = 0,
+    budget: int | None = None,
+    batch: int = LEDGER_BATCH,
+) -> LedgerScan:
     """
     Ledger entries of readable DAGs whose record is no longer in the task state store.
 
     Such a job may still run, but the store cannot show it: its DAG run was deleted (the store's
-    rows go with it), or its store was wiped. Reads at most ``scan_limit`` ledger entries.
+    rows go with it), or its store was wiped. Reads the ledger Variables after ``after_id`` in
+    ``Variable.id`` order, ``batch`` a query (at most three queries a batch), ``budget`` at most;
+    what is left is counted in one more query, never dropped silently.
+
+    :param after_id: keyset cursor (:attr:`LedgerScan.next_after` of an earlier scan); 0 from the start.
+    :param budget: Variables read at most; None for :data:`LEDGER_SCAN_BUDGET`.
     """
+    budget = LEDGER_SCAN_BUDGET if budget is None else budget
     from airflow.models.variable import Variable
 
-    tss, ti = _models()
-    variables = session.scalars(
-        select(Variable)
-        .where(Variable.key.like(LEDGER_KEY_PREFIX.replace("_", r"\_") + "%", escape="\\"))
-        .order_by(Variable.id)
-        .limit(scan_limit)
+    is_ledger = Variable.key.like(LEDGER_KEY_PREFIX.replace("_", r"\_") + "%", escape="\\")
+    records: list[StoredRecord] = []
+    last, read = after_id, 0
+    while read < budget:
+        wanted = min(batch, budget - read)
+        variables = session.scalars(
+            select(Variable).where(is_ledger, Variable.id > last).order_by(Variable.id).limit(wanted)
+        ).all()
+        if variables:
+            read += len(variables)
+            last = variables[-1].id
+            records.extend(_orphans(session, variables, readable_dag_ids, filters))
+        if len(variables) < wanted:
+            return LedgerScan(records, read)
+    unread = int(
+        session.scalar(select(func.count()).select_from(Variable).where(is_ledger, Variable.id > last)) or 0
     )
+    return LedgerScan(records, read, unread, last if unread else None)
+
+
+def _orphans(
+    session: Session, variables: Collection[Any], readable_dag_ids: Collection[str], filters: JobFilter
+) -> list[StoredRecord]:
+    """The entries among ``variables`` (ledger Variables) whose record is gone: two queries at most."""
+    tss, ti = _models()
     entries: dict[TaskIdentity, str] = {}
     for variable in variables:
         try:
@@ -264,6 +334,8 @@ def ledger_only(
             continue
         if filters.task is not None and identity != filters.task:
             continue
+        if filters.phase and _phase_of(raw) != filters.phase:
+            continue
         entries[identity] = raw
     if not entries:
         return []
@@ -275,12 +347,13 @@ def ledger_only(
             select(*identity_columns).where(tss.key == RECORD_KEY, tuple_(*identity_columns).in_(wanted))
         )
     }
+    wanted = [(i.dag_id, i.run_id, i.task_id, i.map_index) for i in entries if i not in stored]
+    if not wanted:
+        return []
     ti_columns = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
     states = {
         TaskIdentity(*row[:4]): row[4]
-        for row in session.execute(
-            select(*ti_columns, ti.state, ti.operator).where(tuple_(*ti_columns).in_(wanted))
-        )
+        for row in session.execute(select(*ti_columns, ti.state).where(tuple_(*ti_columns).in_(wanted)))
     }
     return [
         StoredRecord(
@@ -290,12 +363,16 @@ def ledger_only(
             map_index=identity.map_index,
             value=raw,
             ti_found=identity in states,
-            ti_state=states.get(identity),
+            ti_state=None if identity not in states else _state_text(states[identity]),
             source="ledger",
         )
         for identity, raw in entries.items()
-        if identity not in stored and (not filters.phase or _phase_of(raw) == filters.phase)
+        if identity not in stored
     ]
+
+
+def _state_text(state: Any) -> str | None:
+    return None if state is None else str(getattr(state, "value", state))
 
 
 def _phase_of(raw: str) -> str | None:

@@ -47,6 +47,8 @@ class StoredRecord:
         Variable's value); parsed by :func:`job_row`, which reports a damaged one.
     :param ti_found: False when the task instance no longer exists (its DAG run was deleted).
     :param source: ``store`` (the task state store) or ``ledger`` (only the ledger still has it).
+    :param store_id: ``task_state_store.id`` of the record (the page's order and keyset cursor);
+        None for a ledger entry.
     """
 
     dag_id: str
@@ -60,6 +62,7 @@ class StoredRecord:
     operator: str | None = None
     try_number: int | None = None
     source: Literal["store", "ledger"] = "store"
+    store_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,14 @@ Routes (under ``/resumable``):
 
 - ``GET /jobs``: the HTML page; query ``dag_id``, ``phase``, ``attention=1``, ``page``, or
   ``dag_id`` + ``run_id`` + ``task_id`` + ``map_index`` for one task instance (the tab);
+  ``ledger_after`` reads the ledger on from a cursor when it holds more than one request reads;
 - ``GET /api/jobs``: the same as JSON (``jobs``, ``total_entries``, ``attention_entries``,
-  ``query_ms``), with ``limit`` and ``offset``.
+  ``ledger_only_entries``, ``ledger_unread_entries``, ``ledger_next_after``, ``next_before_id``,
+  ``query_ms``), with ``limit``, ``offset`` and the keyset cursor ``before_id``.
+
+A page costs a fixed number of SQL queries whatever its size (see ``docs/ui.md``, "How it reads"):
+two for the records and their counts, one for the ledger notes, one to three per ledger batch,
+three for the operators' links (:mod:`._links`).
 
 .. versionadded:: 0.2.0
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from airflow.api_fastapi.common.db.common import SessionDep  # noqa: TC002 - FastAPI reads it at runtime
@@ -36,8 +43,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials  # noqa: TC002 - FastAPI reads it at runtime
 
 from airflow_resumable.record import TaskIdentity
+from airflow_resumable.ui._links import links_of
 from airflow_resumable.ui._page import PageView, render_page
-from airflow_resumable.ui._query import JobFilter, ledger_keys_present, ledger_only, query_jobs
+from airflow_resumable.ui._query import JobFilter, LedgerScan, ledger_keys_present, ledger_only, query_jobs
 from airflow_resumable.ui._rows import ACTIVE_PHASES, ENDED_PHASES, job_row
 
 if TYPE_CHECKING:
@@ -108,18 +116,50 @@ def _filters(
 FilterDep = Annotated[JobFilter, Depends(_filters)]
 
 
-def _rows(
-    session: Session, readable: set[str], filters: JobFilter, limit: int, offset: int
-) -> tuple[list[JobRow], list[JobRow], int, int, float]:
+@dataclass(frozen=True)
+class _Read:
+    """What one request read: the page's rows, the ledger-only rows, the totals and the cursors."""
+
+    rows: list[JobRow]
+    extra: list[JobRow]
+    total: int
+    attention_total: int
+    seconds: float
+    ledger: LedgerScan
+    next_before_id: int | None
+
+
+def _read(
+    session: Session,
+    readable: set[str],
+    filters: JobFilter,
+    *,
+    limit: int,
+    offset: int,
+    before_id: int | None = None,
+    ledger_after: int = 0,
+) -> _Read:
+    """The rows of one page: a fixed number of queries whatever ``limit`` (see the module docstring)."""
     began = time.perf_counter()
-    page = query_jobs(session, readable_dag_ids=readable, filters=filters, limit=limit, offset=offset)
+    page = query_jobs(
+        session, readable_dag_ids=readable, filters=filters, limit=limit, offset=offset, before_id=before_id
+    )
     rows = [job_row(record) for record in page.records]
-    extra = [job_row(r) for r in ledger_only(session, readable_dag_ids=readable, filters=filters)]
+    ledger = ledger_only(session, readable_dag_ids=readable, filters=filters, after_id=ledger_after)
+    extra = [job_row(record) for record in ledger.records]
     if filters.attention_only:
         extra = [row for row in extra if row.attention]
     rows = _with_ledger_notes(session, rows)
-    rows, extra = _with_links(session, rows), _with_links(session, extra)
-    return rows, extra, page.total, page.attention_total + len(extra), time.perf_counter() - began
+    rows, extra = _with_links(session, [*rows, *extra], split=len(rows))
+    return _Read(
+        rows,
+        extra,
+        page.total,
+        page.attention_total + len(extra),
+        time.perf_counter() - began,
+        ledger,
+        page.next_before_id,
+    )
 
 
 def _with_ledger_notes(session: Session, rows: list[JobRow]) -> list[JobRow]:
@@ -140,45 +180,24 @@ def _with_ledger_notes(session: Session, rows: list[JobRow]) -> list[JobRow]:
     ]
 
 
-def _with_links(session: Session, rows: list[JobRow]) -> list[JobRow]:
-    """Each row with the operator's own extra link for its job (what the task instance page shows)."""
-    from airflow.models.dagbag import DBDagBag
+def _with_links(session: Session, rows: list[JobRow], *, split: int) -> tuple[list[JobRow], list[JobRow]]:
+    """
+    Each row with the operator's own extra link for its job (what the task instance page shows).
 
-    bag = DBDagBag()
-    dags: dict[str, Any] = {}
-    return [dataclasses.replace(row, link=_link(session, bag, dags, row)) for row in rows]
-
-
-def _link(session: Session, bag: Any, dags: dict[str, Any], row: JobRow) -> str | None:
-    from airflow.models.taskinstance import TaskInstance
-    from sqlalchemy import select
-
-    if row.external_id is None or row.ti_state == "gone":
-        return None
-    try:
-        if row.dag_id not in dags:
-            dags[row.dag_id] = bag.get_latest_version_of_dag(row.dag_id, session=session)
-        dag = dags[row.dag_id]
-        if dag is None or not dag.has_task(row.task_id):
-            return None
-        task = dag.get_task(row.task_id)
-        ti = session.scalar(
-            select(TaskInstance).where(
-                TaskInstance.dag_id == row.dag_id,
-                TaskInstance.run_id == row.run_id,
-                TaskInstance.task_id == row.task_id,
-                TaskInstance.map_index == row.map_index,
-            )
-        )
-        if ti is None:
-            return None
-        for name in sorted(task.extra_links):
-            url = task.get_extra_links(ti, name)
-            if url:
-                return str(url)
-    except Exception:  # a link is a convenience: a broken one never breaks the page
-        return None
-    return None
+    One batch for all ``rows`` (:func:`._links.links_of`); returns ``rows[:split]``, ``rows[split:]``.
+    """
+    identities = [
+        TaskIdentity(row.dag_id, row.run_id, row.task_id, row.map_index)
+        if row.external_id is not None and row.ti_state != "gone"
+        else None
+        for row in rows
+    ]
+    links = links_of(session, [identity for identity in identities if identity is not None])
+    linked = [
+        dataclasses.replace(row, link=links[identity]) if identity is not None and identity in links else row
+        for row, identity in zip(rows, identities, strict=True)
+    ]
+    return linked[:split], linked[split:]
 
 
 def create_app() -> FastAPI:
@@ -192,6 +211,7 @@ def create_app() -> FastAPI:
         session: SessionDep,
         filters: FilterDep,
         page: Annotated[int, Query(ge=1)] = 1,
+        ledger_after: Annotated[int, Query(ge=0)] = 0,
     ) -> Any:
         """The HTML page; without a valid login, a redirect to the auth manager's login page."""
         if user is None:
@@ -200,18 +220,22 @@ def create_app() -> FastAPI:
             return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), 307)
         readable = _readable_dag_ids(user, session)
         offset = (page - 1) * PAGE_SIZE
-        rows, extra, total, attention_total, seconds = _rows(session, readable, filters, PAGE_SIZE, offset)
+        read = _read(session, readable, filters, limit=PAGE_SIZE, offset=offset, ledger_after=ledger_after)
         view = PageView(
-            rows=rows,
-            ledger_only=extra,
+            rows=read.rows,
+            ledger_only=read.extra,
             filters=filters,
             dag_ids=sorted(readable),
-            total=total,
-            attention_total=attention_total,
+            total=read.total,
+            attention_total=read.attention_total,
             page=page,
             page_size=PAGE_SIZE,
-            query_seconds=seconds,
+            query_seconds=read.seconds,
             base_path=request.url.path,
+            ledger_unread=read.ledger.unread,
+            ledger_next_after=read.ledger.next_after,
+            ledger_after=ledger_after,
+            ledger_read=read.ledger.read,
         )
         return HTMLResponse(render_page(view))
 
@@ -222,19 +246,39 @@ def create_app() -> FastAPI:
         filters: FilterDep,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = PAGE_SIZE,
         offset: Annotated[int, Query(ge=0)] = 0,
+        before_id: Annotated[int | None, Query(ge=1)] = None,
+        ledger_after: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        """The records as JSON; 401 without a valid credential."""
+        """
+        The records as JSON; 401 without a valid credential.
+
+        The ledger-only rows come first on the first page (``offset`` 0, no ``before_id``).
+        ``ledger_unread_entries`` counts the ledger Variables this request did not read; pass
+        ``ledger_next_after`` as ``ledger_after`` to read on.
+        """
         if user is None:
             raise HTTPException(401, "Not authenticated")
         readable = _readable_dag_ids(user, session)
-        rows, extra, total, attention_total, seconds = _rows(session, readable, filters, limit, offset)
-        shown = [*(extra if offset == 0 else []), *rows]
+        read = _read(
+            session,
+            readable,
+            filters,
+            limit=limit,
+            offset=offset,
+            before_id=before_id,
+            ledger_after=ledger_after,
+        )
+        first = offset == 0 and before_id is None
+        shown = [*(read.extra if first else []), *read.rows]
         return {
             "jobs": [row.to_json() for row in shown],
-            "total_entries": total,
-            "attention_entries": attention_total,
-            "ledger_only_entries": len(extra),
-            "query_ms": round(seconds * 1000, 1),
+            "total_entries": read.total,
+            "attention_entries": read.attention_total,
+            "ledger_only_entries": len(read.extra),
+            "ledger_unread_entries": read.ledger.unread,
+            "ledger_next_after": read.ledger.next_after,
+            "next_before_id": read.next_before_id,
+            "query_ms": round(read.seconds * 1000, 1),
         }
 
     return app

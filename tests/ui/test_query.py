@@ -39,8 +39,14 @@ def session() -> Iterator[Session]:
 def page(session: Session, deployment: Deployment, **kwargs: Any) -> Any:
     limit, offset = kwargs.pop("limit", 50), kwargs.pop("offset", 0)
     readable = kwargs.pop("readable", deployment.dag_ids)
+    before_id = kwargs.pop("before_id", None)
     return query_jobs(
-        session, readable_dag_ids=readable, filters=JobFilter(**kwargs), limit=limit, offset=offset
+        session,
+        readable_dag_ids=readable,
+        filters=JobFilter(**kwargs),
+        limit=limit,
+        offset=offset,
+        before_id=before_id,
     )
 
 
@@ -64,12 +70,23 @@ class TestTenThousandRecords:
         assert max(first.query_seconds, last.query_seconds, attention.query_seconds) < QUERY_BOUND_S
 
     def test_pages_are_disjoint_and_newest_first(self, session: Session, deployment: Deployment) -> None:
-        """Page 2 continues page 1: no row twice, every row older than the ones before it."""
+        """Page 2 continues page 1: no row twice, every record created before the ones above it."""
         one, two = page(session, deployment), page(session, deployment, offset=50)
         keys = [(r.dag_id, r.run_id, r.task_id) for r in [*one.records, *two.records]]
         assert len(set(keys)) == 100
-        times = [r.updated_at for r in [*one.records, *two.records]]
-        assert times == sorted(times, reverse=True)
+        ids = [r.store_id for r in [*one.records, *two.records]]
+        assert ids == sorted(ids, reverse=True)  # type: ignore[type-var]
+
+    def test_the_keyset_cursor_gives_the_same_page_as_the_offset(
+        self, session: Session, deployment: Deployment
+    ) -> None:
+        """Reading on from ``next_before_id`` gives the ``offset`` page; the last page has no cursor."""
+        one = page(session, deployment)
+        assert one.next_before_id == one.records[-1].store_id
+        by_cursor = page(session, deployment, before_id=one.next_before_id)
+        by_offset = page(session, deployment, offset=50)
+        assert [r.store_id for r in by_cursor.records] == [r.store_id for r in by_offset.records]
+        assert page(session, deployment, offset=9_990).next_before_id is None
 
     def test_the_whole_page_loads_fast(
         self, deployment: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -145,9 +162,9 @@ class TestLedgerOnly:
             session=session,
         )
         session.flush()
-        found = ledger_only(session, readable_dag_ids=deployment.dag_ids, filters=JobFilter())
+        found = ledger_only(session, readable_dag_ids=deployment.dag_ids, filters=JobFilter()).records
         assert [(r.run_id, r.ti_found, r.source) for r in found] == [("manual__deleted", False, "ledger")]
         row = job_row(found[0])
         assert row.ti_state == "gone" and row.attention
-        assert ledger_only(session, readable_dag_ids={"ui_dag_b"}, filters=JobFilter()) == []
+        assert ledger_only(session, readable_dag_ids={"ui_dag_b"}, filters=JobFilter()).records == []
         session.rollback()
