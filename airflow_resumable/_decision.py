@@ -58,6 +58,9 @@ class Backend:
     #: The record kept in the ledger of jobs in flight (:mod:`airflow_resumable.ledger`), read only
     #: when the task state store holds nothing: a clear may have deleted it.
     read_ledger: Callable[[], JobRecord | None] | None = None
+    #: Whether the stored record's seal verifies (:mod:`airflow_resumable._trust`): None when it
+    #: does (or the deployment has no key), else why not. An untrusted record is not believed.
+    distrust_record: Callable[[JsonValue], str | None] | None = None
 
 
 def decide(stored_record: JsonValue, stored_bare_id: JsonValue, backend: Backend) -> Decision:
@@ -74,6 +77,12 @@ def decide(stored_record: JsonValue, stored_bare_id: JsonValue, backend: Backend
     if stored_record is not None:
         try:
             record = JobRecord.from_json(stored_record)
+            why = backend.distrust_record(stored_record) if backend.distrust_record is not None else None
+            if why is not None:
+                raise RecordFormatError(
+                    f"its seal does not verify ({why}); it was not written by this deployment's "
+                    f"airflow_resumable for this task instance, so the job it names is not believed"
+                )
         except RecordFormatError as err:
             if bare_id is None:
                 raise CorruptRecordError(

@@ -13,6 +13,12 @@ instance's identity, and how to cancel the job (a registered canceller's name wi
 regions and resource ids). Never a job spec, a connection or a secret, like the record itself. It
 is also the custodian's list of jobs to watch (:mod:`airflow_resumable.custodian`).
 
+**Trust:** a Variable is editable by every user with Variable edit rights, so an entry is *sealed*
+(:mod:`airflow_resumable._trust`): only an entry whose seal verifies for the task instance it names
+is read back by a try or acted on by the custodian; any other is reported and ignored. A user can
+still delete an entry (the custodian then cannot cancel that job; the record in the task state store
+is unaffected). ``docs/security.md`` is the whole boundary.
+
 **Limits:** Variables live in the metadata database (``Variable.set`` always writes there, whatever
 secrets backend is configured). Deleting a DAG run does not delete its ledger entries; an entry left
 behind is harmless (it is read only by a try of the same task instance) and names its job.
@@ -26,6 +32,8 @@ from __future__ import annotations
 
 import hashlib
 from typing import TYPE_CHECKING, Any, Protocol
+
+from airflow_resumable._trust import SEAL_FIELD, Verdict, seal, verify
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
@@ -43,6 +51,7 @@ __all__ = [
     "JobLedger",
     "VariableLedger",
     "cancel_recipe_of_entry",
+    "entry_verdict",
     "identity_of_entry",
     "ledger_entry",
     "ledger_key",
@@ -54,6 +63,8 @@ LEDGER_KEY_PREFIX = "airflow_resumable.ledger."
 #: A task context entry that replaces the Variable ledger (unit tests without an API server:
 #: :func:`airflow_resumable.testing.state.make_context` puts an in-memory ledger there).
 LEDGER_CONTEXT_KEY = "airflow_resumable_ledger"
+#: What a ledger entry's seal is for (a record's seal never verifies as an entry's).
+LEDGER_SEAL_PURPOSE = "ledger"
 
 
 class JobLedger(Protocol):
@@ -117,6 +128,7 @@ def ledger_entry(
         "map_index": identity.map_index,
     }
     entry: dict[str, JsonValue] = {**record.to_json(), "task": task}
+    entry.pop(SEAL_FIELD, None)
     if cancel is not None:
         name, arguments = cancel
         entry["cancel"] = {
@@ -125,7 +137,18 @@ def ledger_entry(
             "on_user_stop": cancel_on_user_stop,
             "on_failure": cancel_on_failure,
         }
-    return entry
+    return seal(entry, purpose=LEDGER_SEAL_PURPOSE)
+
+
+def entry_verdict(key: str, entry: Any) -> Verdict:
+    """
+    Whether ``entry``, read under ``key``, may be believed: sealed by this deployment and stored
+    under the key of the task instance it names (a sealed entry moved to another key is not).
+    """
+    identity = identity_of_entry(entry)
+    if identity is None or ledger_key(identity) != key:
+        return Verdict.FORGED if isinstance(entry, dict) and SEAL_FIELD in entry else Verdict.UNSEALED
+    return verify(entry, purpose=LEDGER_SEAL_PURPOSE)
 
 
 def identity_of_entry(entry: Any) -> TaskIdentity | None:
@@ -169,9 +192,10 @@ def record_from_entry(identity: TaskIdentity, entry: Any) -> JobRecord | None:
     """
     The record in a ledger entry, or None when the entry is absent or belongs to another task.
 
-    :raises ~airflow_resumable.record.RecordFormatError: the entry is damaged.
+    :raises ~airflow_resumable.record.RecordFormatError: the entry is damaged, or its seal does
+        not verify (written by hand, or by another deployment): it is not believed.
     """
-    from airflow_resumable.record import JobRecord
+    from airflow_resumable.record import JobRecord, RecordFormatError
 
     if entry is None:
         return None
@@ -180,4 +204,7 @@ def record_from_entry(identity: TaskIdentity, entry: Any) -> JobRecord | None:
     expected = ledger_entry(identity, record)["task"]
     if task != expected:
         return None
+    verdict = entry_verdict(ledger_key(identity), entry)
+    if not verdict.trusted:
+        raise RecordFormatError(f"the ledger entry is not trusted: {verdict.value}")
     return record

@@ -21,6 +21,7 @@ from airflow_resumable._config import setting
 from airflow_resumable._decision import Backend, Decision, decide
 from airflow_resumable._retention import record_retention
 from airflow_resumable._stopping import Interrupted, StopHandlingMixin
+from airflow_resumable._trust import Verdict
 from airflow_resumable.exceptions import (
     JobFailedError,
     StateStoreUnavailableError,
@@ -33,7 +34,15 @@ from airflow_resumable.ledger import (
     ledger_key,
     record_from_entry,
 )
-from airflow_resumable.record import RECORD_KEY, JobRecord, RecordFormatError, TaskIdentity, cancel_failure
+from airflow_resumable.record import (
+    RECORD_KEY,
+    JobRecord,
+    RecordFormatError,
+    TaskIdentity,
+    cancel_failure,
+    record_verdict,
+    seal_record,
+)
 from airflow_resumable.retry import (
     DEFAULT_CLOUD_RETRY,
     DEFAULT_STATE_STORE_RETRY,
@@ -141,6 +150,10 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     resumable_poll_interval: float = 5.0
 
     submission_token: str | None = None
+    #: The task instance of the record this try reads and writes (set by the decision).
+    _record_identity: TaskIdentity | None = None
+    #: Whether the process has said once that there is no key to seal records with.
+    _warned_no_key: ClassVar[bool] = False
 
     @BaseOperatorMeta._apply_defaults  # type: ignore[type-var]  # same as the core mixin: an MRO guarantee
     def __init__(
@@ -396,7 +409,9 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
             else lambda token: self._cloud(self.find_job, token, context, what="find_job"),
             is_valid_external_id=self.is_valid_external_id,
             read_ledger=(lambda: self._read_ledger(identity, context)) if self.keep_ledger else None,
+            distrust_record=lambda value: self._distrust_record(identity, value),
         )
+        self._record_identity = identity
         with tracer.start_as_current_span("airflow_resumable.resume_decision") as span:
             span.set_attribute("operator", type(self).__name__)
             span.set_attribute("resumable.external_id_key", self.external_id_key)
@@ -481,8 +496,10 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         The ledger holds it while the job may be active (intent, submitted, interrupted) and lets
         go of it once the job completed or was cancelled.
         """
+        identity = TaskIdentity.from_context(context) if context is not None else self._record_identity
+        value = record.to_json() if identity is None else seal_record(identity, record)
         stored = self._store_set(
-            store, RECORD_KEY, record.to_json(), required=required, retention=record_retention(record.phase)
+            store, RECORD_KEY, value, required=required, retention=record_retention(record.phase)
         )
         if context is not None and self.keep_ledger:
             if record.phase in ("completed", "cancelled"):
@@ -490,6 +507,19 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
             else:
                 self._ledger_call(context, "set", record)
         return stored
+
+    def _distrust_record(self, identity: TaskIdentity, value: JsonValue) -> str | None:
+        """Why the stored record is not believed (its seal does not verify), or None."""
+        verdict = record_verdict(identity, value)
+        if verdict is Verdict.NO_KEY:
+            if not ResumableJobMixin._warned_no_key:
+                ResumableJobMixin._warned_no_key = True
+                self.log.warning(
+                    "No key to seal or verify records: set [api] secret_key (the same on every "
+                    "component); the custodian ignores unsealed ledger entries",
+                )
+            return None
+        return None if verdict.trusted else verdict.value
 
     def _forget_in_ledger(self, context: Context) -> None:
         if self.keep_ledger:

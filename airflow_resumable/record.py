@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from pydantic import JsonValue
 
+    from airflow_resumable._trust import Verdict
+
 __all__ = [
     "RECORD_KEY",
     "RECORD_SCHEMA",
@@ -35,6 +37,8 @@ __all__ = [
     "cancel_failure",
     "fingerprint_of",
     "make_submission_token",
+    "record_verdict",
+    "seal_record",
 ]
 
 #: Key of the record in ``task_state_store``. Never rename: in-flight retries read it.
@@ -255,3 +259,31 @@ def cancel_failure(external_id: JsonValue, reason: str, error: BaseException) ->
         "reason": reason,
         "error": type(error).__name__,
     }
+
+
+#: What a record's seal is for (a ledger entry's seal never verifies as a record's).
+RECORD_SEAL_PURPOSE = "record"
+
+
+def seal_record(identity: TaskIdentity, record: JobRecord) -> dict[str, JsonValue]:
+    """
+    The JSON of ``record`` sealed for ``identity`` (:mod:`airflow_resumable._trust`): what is stored.
+
+    .. versionadded:: 0.3.0
+    """
+    from airflow_resumable._trust import seal
+
+    return cast(
+        "dict[str, JsonValue]", seal(record.to_json(), purpose=RECORD_SEAL_PURPOSE, identity=identity)
+    )
+
+
+def record_verdict(identity: TaskIdentity, value: object) -> Verdict:
+    """
+    Whether a stored record's seal verifies for ``identity``.
+
+    .. versionadded:: 0.3.0
+    """
+    from airflow_resumable._trust import verify
+
+    return verify(value, purpose=RECORD_SEAL_PURPOSE, identity=identity)

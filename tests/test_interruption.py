@@ -29,7 +29,7 @@ from airflow_resumable.exceptions import (
     TransientCloudError,
 )
 from airflow_resumable.interruption import StopKind, classify_stop, supervisor_signal_mode
-from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity, seal_record
 from airflow_resumable.retry import RetryPolicy
 from airflow_resumable.testing.state import InMemoryTaskStateStore, make_context
 from airflow_resumable.testing.toy import ToyJobOperator, ToyJobService, toy_service
@@ -177,7 +177,10 @@ class TestWorkerShutdownCheckpoint:
         job_id = svc.submit("train", "tok")
         identity = TaskIdentity("dag", "manual__1", "task")
         record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
-        store.set(RECORD_KEY, record.evolve(external_id=job_id, phase="interrupted", resumes=3).to_json())
+        store.set(
+            RECORD_KEY,
+            seal_record(identity, record.evolve(external_id=job_id, phase="interrupted", resumes=3)),
+        )
         op = make(svc, max_resumes=3)
         signal_on_poll(svc, signal.SIGTERM, at_poll=2)  # poll 1 is the attempt-start decision
         with airflow_sigterm_handler(op), pytest.raises(ResumeLimitError, match="max_resumes=3"):

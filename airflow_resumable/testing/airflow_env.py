@@ -10,6 +10,7 @@ configuration once, at import.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,8 @@ def use_temporary_airflow_home(home: str | os.PathLike[str] | None = None) -> Pa
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(path / "dags")
     for key, value in _SETTINGS.items():
         os.environ.setdefault(key, value)
+    # As every real deployment has one: the key that seals records and ledger entries (_trust).
+    os.environ.setdefault("AIRFLOW__API__SECRET_KEY", secrets.token_hex(16))
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         check=True,

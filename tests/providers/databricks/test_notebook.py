@@ -22,7 +22,7 @@ from airflow_resumable.ledger import LEDGER_KEY_PREFIX
 from airflow_resumable.mixin import ResumableJobMixin
 from airflow_resumable.providers.databricks.notebook import ResumableDatabricksNotebookOperator
 from airflow_resumable.providers.databricks.triggers import ResumableDatabricksExecutionTrigger
-from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity, seal_record
 from airflow_resumable.testing.contract import ResumableOperatorContract
 from airflow_resumable.testing.databricks import FakeDatabricks, databricks_connection_env
 from airflow_resumable.testing.state import InMemoryTaskStateStore
@@ -274,8 +274,9 @@ class TestExpiredRun:
         old = submit_directly(fake)
         fake.expire_run(old)
         store = InMemoryTaskStateStore()
-        intent = JobRecord.new_intent(TaskIdentity("dag", "manual__1", "job"), generation=1, fingerprint=None)
-        store.set(RECORD_KEY, intent.evolve(external_id=old, phase="submitted").to_json())
+        identity = TaskIdentity("dag", "manual__1", "job")
+        intent = JobRecord.new_intent(identity, generation=1, fingerprint=None)
+        store.set(RECORD_KEY, seal_record(identity, intent.evolve(external_id=old, phase="submitted")))
         context = task_context(store, try_number=2)
         with finish_on_status_call(fake, Op, call=2):
             notebook().execute(context)

@@ -22,7 +22,7 @@ from airflow_resumable.providers.databricks import (
     ResumableDatabricksRunNowOperator,
     ResumableDatabricksSubmitRunOperator,
 )
-from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity, seal_record
 from airflow_resumable.testing.databricks import FakeDatabricks, databricks_connection_env
 from airflow_resumable.testing.state import InMemoryTaskStateStore
 from tests.providers.databricks.helpers import (
@@ -308,7 +308,7 @@ class TestExpiredRun:
         store = InMemoryTaskStateStore()
         identity = TaskIdentity("dag", "manual__1", "job")
         record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
-        store.set(RECORD_KEY, record.evolve(external_id=run_id, phase="submitted").to_json())
+        store.set(RECORD_KEY, seal_record(identity, record.evolve(external_id=run_id, phase="submitted")))
         store.set("databricks_run_id", run_id)
         return store
 
@@ -393,7 +393,7 @@ class TestCancelPreviousRuns:
         store = InMemoryTaskStateStore()
         identity = TaskIdentity("dag", "manual__1", "job")
         intent = JobRecord.new_intent(identity, generation=1, fingerprint=None)
-        store.set(RECORD_KEY, intent.to_json())
+        store.set(RECORD_KEY, seal_record(identity, intent))
         created = fake.state.handle_api(
             "POST", "2.2/jobs/run-now", {"job_id": job, "idempotency_token": intent.token}
         )[1]["run_id"]
