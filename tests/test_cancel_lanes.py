@@ -255,7 +255,7 @@ class TestKeysAndCallbacks:
         """A bound below one or a timeout that is not a positive number is a ValueError."""
         for kwargs in ({"max_parallel": 0}, {"max_stuck_per_lane": 0}, {"call_timeout": 0.0}):
             with pytest.raises(ValueError):
-                CancelLanes(**kwargs)  # type: ignore[arg-type]
+                CancelLanes(**kwargs)
         with pytest.raises(ValueError):
             CancelLanes(call_timeout=float("nan"))
 

@@ -27,7 +27,7 @@ from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.triggers.base import TriggerEvent
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
-from airflow_resumable.providers.amazon._cancel import CUSTODIAN_REASON
+from airflow_resumable.providers.amazon._cancel import CUSTODIAN_REASON, cancel_client
 from airflow_resumable.providers.amazon.common import AwsJobMixin, require_mapping, require_text
 from airflow_resumable.record import RECORD_KEY
 from airflow_resumable.triggers import ResumableTriggerMixin
@@ -523,7 +523,10 @@ def cancel_ecs_task_by_recipe(
     """
     ``StopTask`` of the task, for the custodian (canceller ``aws_ecs_task``).
 
+    :raises RecipeRefusedError: no ``aws_conn_id``, or no such connection (no ambient credentials).
+
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.3.0 refuses a recipe without a connection; calls have a deadline.
     """
-    hook = EcsHook(aws_conn_id=aws_conn_id, region_name=region_name)
-    hook.conn.stop_task(cluster=cluster, task=str(external_id), reason=CUSTODIAN_REASON)
+    client = cancel_client("ecs", aws_conn_id, region_name, canceller="aws_ecs_task")
+    client.stop_task(cluster=cluster, task=str(external_id), reason=CUSTODIAN_REASON)

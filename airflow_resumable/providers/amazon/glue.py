@@ -24,6 +24,7 @@ from airflow.providers.common.compat.openlineage.utils.spark import (
 )
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
+from airflow_resumable.providers.amazon._cancel import cancel_client
 from airflow_resumable.providers.amazon.common import (
     AwsJobMixin,
     error_code,
@@ -444,8 +445,10 @@ def cancel_glue_job_run_by_recipe(
     :param job_name: the Glue job the run belongs to.
     :param aws_conn_id: the Airflow connection of the operator.
     :param region_name: the operator's region.
+    :raises RecipeRefusedError: no ``aws_conn_id``, or no such connection (no ambient credentials).
 
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.3.0 refuses a recipe without a connection; calls have a deadline.
     """
-    client = GlueJobHook(aws_conn_id=aws_conn_id, region_name=region_name).conn
+    client = cancel_client("glue", aws_conn_id, region_name, canceller="aws_glue_job_run")
     _stop_job_run(client, job_name, str(external_id))

@@ -31,6 +31,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from botocore.exceptions import ClientError
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
+from airflow_resumable.providers.amazon._cancel import cancel_client
 from airflow_resumable.providers.amazon.common import (
     AwsJobMixin,
     error_code,
@@ -576,19 +577,21 @@ def _stray_token() -> str:
     return "ar-" + secrets.token_hex(20)
 
 
-def _recipe_client(aws_conn_id: str | None, region_name: str | None) -> Any:
-    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker", region_name=region_name).conn
+def _recipe_client(aws_conn_id: str | None, region_name: str | None, canceller: str) -> Any:
+    return cancel_client("sagemaker", aws_conn_id, region_name, canceller=canceller)
 
 
 def cancel_training_job_by_recipe(
     external_id: JsonValue, *, aws_conn_id: str | None = None, region_name: str | None = None
 ) -> None:
     """``StopTrainingJob`` (canceller ``aws_sagemaker_training_job``); an ended job is left alone."""
-    _stop(_recipe_client(aws_conn_id, region_name), "Training", str(external_id))
+    client = _recipe_client(aws_conn_id, region_name, "aws_sagemaker_training_job")
+    _stop(client, "Training", str(external_id))
 
 
 def cancel_processing_job_by_recipe(
     external_id: JsonValue, *, aws_conn_id: str | None = None, region_name: str | None = None
 ) -> None:
     """``StopProcessingJob`` (canceller ``aws_sagemaker_processing_job``); an ended job is left alone."""
-    _stop(_recipe_client(aws_conn_id, region_name), "Processing", str(external_id))
+    client = _recipe_client(aws_conn_id, region_name, "aws_sagemaker_processing_job")
+    _stop(client, "Processing", str(external_id))

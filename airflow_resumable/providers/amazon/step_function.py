@@ -25,6 +25,7 @@ from airflow.providers.amazon.aws.triggers.step_function import StepFunctionsExe
 from botocore.exceptions import ClientError
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
+from airflow_resumable.providers.amazon._cancel import cancel_client
 from airflow_resumable.providers.amazon.common import AwsJobMixin, error_code, name_with_token, require_text
 from airflow_resumable.triggers import ResumableTriggerMixin
 
@@ -83,10 +84,14 @@ def execution_arn_for(state_machine_arn: str, name: str) -> str:
 def cancel_execution_by_recipe(
     external_id: JsonValue, *, aws_conn_id: str | None = None, region_name: str | None = None
 ) -> None:
-    """``StopExecution`` (canceller ``aws_sfn_execution``), as the operator's own ``cancel_job``."""
-    from airflow.providers.amazon.aws.hooks.step_function import StepFunctionHook
+    """
+    ``StopExecution`` (canceller ``aws_sfn_execution``), as the operator's own ``cancel_job``.
 
-    client = StepFunctionHook(aws_conn_id=aws_conn_id, region_name=region_name).conn
+    :raises RecipeRefusedError: no ``aws_conn_id``, or no such connection (no ambient credentials).
+
+    .. versionchanged:: 0.3.0 refuses a recipe without a connection; calls have a deadline.
+    """
+    client = cancel_client("stepfunctions", aws_conn_id, region_name, canceller="aws_sfn_execution")
     client.stop_execution(executionArn=str(external_id), error=STOP_ERROR, cause=STOP_CAUSE)
 
 

@@ -8,6 +8,7 @@ in :class:`~airflow_resumable.mixin.ResumableJobMixin`.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
@@ -16,7 +17,8 @@ from airflow.providers.databricks.hooks.databricks_base import BaseDatabricksHoo
 from airflow.providers.databricks.utils.databricks import validate_trigger_event
 from tenacity import RetryError
 
-from airflow_resumable.exceptions import JobFailedError, JobNotFoundError
+from airflow_resumable._custodian_policy import clamp_call_timeout, require_connection
+from airflow_resumable.exceptions import JobFailedError, JobNotFoundError, RecipeRefusedError
 from airflow_resumable.ledger import ledger_key
 from airflow_resumable.mixin import ResumableJobMixin
 from airflow_resumable.providers.databricks import _status
@@ -359,19 +361,74 @@ class DatabricksRunMixin(ResumableJobMixin):
             self._inherited_token = record.token
 
 
+#: The most attempts and the longest first wait (seconds) of a custodian cancel, whatever the
+#: operator's ``databricks_retry_limit``/``databricks_retry_delay`` (a recipe carries them).
+RECIPE_MAX_RETRY_LIMIT = 3
+RECIPE_MAX_RETRY_DELAY = 5.0
+
+
 def cancel_run_by_recipe(
-    external_id: JsonValue, *, databricks_conn_id: str, retry_limit: int = 3, retry_delay: float = 1.0
+    external_id: JsonValue,
+    *,
+    databricks_conn_id: str | None = None,
+    retry_limit: int = 3,
+    retry_delay: float = 1.0,
 ) -> None:
-    """The custodian's canceller ``databricks_run``: runs/cancel of a run no task polls any more."""
+    """
+    The custodian's canceller ``databricks_run``: runs/cancel of a run no task polls any more.
+
+    The recipe's retry arguments are bounded (at most :data:`RECIPE_MAX_RETRY_LIMIT` attempts, a
+    first wait of at most :data:`RECIPE_MAX_RETRY_DELAY` s) and each request gets an equal share of
+    ``[resumable] custodian_call_timeout_seconds`` (at least 1 s): at 30 s, three requests of 10 s
+    at most, plus the hook's waits between them (8 s at most each).
+
+    :raises RecipeRefusedError: no ``databricks_conn_id``, or retry arguments that are no numbers.
+
+    .. versionchanged:: 0.3.0 refuses a recipe without a connection; bounded retries and timeouts.
+    """
     from airflow.providers.databricks.hooks.databricks import DatabricksHook
 
+    from airflow_resumable._config import setting
+
+    conn_id = require_connection(
+        databricks_conn_id, argument="databricks_conn_id", canceller="databricks_run"
+    )
+    limit, delay = bounded_retry(retry_limit, retry_delay)
+    call_timeout = clamp_call_timeout(setting("custodian_call_timeout_seconds"))
+    request_timeout = max(1, int(call_timeout // limit))
     hook = DatabricksHook(
-        databricks_conn_id,
-        retry_limit=retry_limit,
-        retry_delay=retry_delay,
+        conn_id,
+        timeout_seconds=request_timeout,
+        retry_limit=limit,
+        retry_delay=delay,
         caller="airflow_resumable.custodian",
     )
+    # Token requests (Azure AD, OAuth) have their own timeout, 10 s by default.
+    hook.token_timeout_seconds = min(hook.token_timeout_seconds, request_timeout)
     hook.cancel_run(as_run_id(external_id))
+
+
+def bounded_retry(retry_limit: object, retry_delay: object) -> tuple[int, float]:
+    """
+    A recipe's ``(retry_limit, retry_delay)`` within the custodian's bounds.
+
+    :raises RecipeRefusedError: either is not a number (a bool is not one), or is not finite.
+    """
+    if (
+        isinstance(retry_limit, bool)
+        or not isinstance(retry_limit, int)
+        or isinstance(retry_delay, bool)
+        or not isinstance(retry_delay, (int, float))
+        or not math.isfinite(retry_delay)
+    ):
+        raise RecipeRefusedError(
+            "The custodian's canceller 'databricks_run' refuses retry_limit="
+            f"{retry_limit!r}, retry_delay={retry_delay!r}: not numbers"
+        )
+    return (
+        min(max(retry_limit, 1), RECIPE_MAX_RETRY_LIMIT),
+        min(max(float(retry_delay), 0.0), RECIPE_MAX_RETRY_DELAY),
+    )
 
 
 def as_run_id(external_id: JsonValue) -> int:
