@@ -128,6 +128,8 @@ def _from_record(record: JobRecord, backend: Backend, *, via: str) -> Decision:
             "prior_cancelled",
             f"Job {record.external_id!r} was cancelled by an earlier try; submitting fresh.",
         )
+    if record.stop_requested is not None:
+        return _stopped_by_user(record, backend, origin)
     if backend.fingerprint and record.fingerprint and backend.fingerprint != record.fingerprint:
         return _spec_changed(record, backend, origin)
     if record.external_id is None:
@@ -165,6 +167,32 @@ def _spec_changed(record: JobRecord, backend: Backend, origin: str) -> Decision:
     detail += f" after cancelling job {supersedes!r}." if supersedes is not None else "."
     return Decision(
         "submit", _intent(backend, record.generation + 1), "spec_changed", detail, supersedes=supersedes
+    )
+
+
+def _stopped_by_user(record: JobRecord, backend: Backend, origin: str) -> Decision:
+    """
+    A user stopped the try that owned this job, and the task was cleared before the custodian's
+    cancel landed: the stop still holds for that job, so it is not reconnected; the mixin cancels it
+    (``cancel_on_user_stop``) and the cleared task runs the next generation.
+    """
+    old_id = record.external_id
+    if old_id is None and record.phase == "intent" and backend.find_job is not None:
+        old_id = backend.find_job(record.token)
+    supersedes: JsonValue = None
+    if old_id is not None:
+        try:
+            if backend.is_active(backend.get_status(old_id)):
+                supersedes = old_id
+        except JobNotFoundError:
+            pass
+    detail = (
+        f"A user stopped the try that owned job {old_id!r} (generation {record.generation}){origin}; "
+        f"the task was cleared since, so a fresh job is submitted"
+    )
+    detail += f" after cancelling job {supersedes!r}." if supersedes is not None else "."
+    return Decision(
+        "submit", _intent(backend, record.generation + 1), "prior_stopped", detail, supersedes=supersedes
     )
 
 

@@ -326,7 +326,9 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         self._raise_if_interrupted()
         if decision.action == "submit":
             if decision.supersedes is not None:
-                failure = self._cancel_superseded(decision.supersedes, context)
+                failure = self._cancel_superseded(
+                    decision.supersedes, context, user_stop=decision.reason == "prior_stopped"
+                )
                 if failure is not None:  # the new generation's record names the job left running
                     record = record.evolve(cancel_failed=failure)
             self._save_record(store, record, context, required=True)
@@ -358,18 +360,27 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         except OSError as error:  # only the Celery warm-shutdown bridge needs it: never fail the task
             self.log.warning("Could not register the running task for worker shutdowns", error=repr(error))
 
-    def _cancel_superseded(self, external_id: JsonValue, context: Context) -> dict[str, JsonValue] | None:
+    def _cancel_superseded(
+        self, external_id: JsonValue, context: Context, *, user_stop: bool = False
+    ) -> dict[str, JsonValue] | None:
         """
-        Cancel an earlier generation's job before its spec is replaced (a clear after a fix).
+        Cancel an earlier generation's job before its spec is replaced (a clear after a fix), or
+        the job of a try a user stopped just before a clear (``user_stop``).
 
         :return: the failure to keep in the record (:func:`~airflow_resumable.record.cancel_failure`),
             or None.
         """
-        if not self.cancel_on_spec_change:
+        why = "a user stopped the try that owned it" if user_stop else "job spec changed"
+        switch, enabled = (
+            ("cancel_on_user_stop", self.cancel_on_user_stop)
+            if user_stop
+            else ("cancel_on_spec_change", self.cancel_on_spec_change)
+        )
+        if not enabled:
             self.log.warning(
-                "The job spec changed; the earlier generation's job keeps running "
-                "(cancel_on_spec_change is off)",
+                f"The earlier generation's job keeps running ({switch} is off)",
                 external_id=external_id,
+                reason=why,
             )
             return None
         try:
@@ -379,15 +390,13 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
                 "COULD NOT CANCEL the superseded remote job: it may be left running and must be "
                 "stopped by hand",
                 external_id=external_id,
-                reason="job spec changed",
+                reason=why,
                 error=repr(err),
             )
             self._count("cancel_failed")
-            return cancel_failure(external_id, "superseded: the job spec changed", err)
+            return cancel_failure(external_id, f"superseded: {why}", err)
         self.log.warning(
-            "Cancelled the remote job of an earlier generation: the job spec changed",
-            external_id=external_id,
-            reason="superseded",
+            "Cancelled the remote job of an earlier generation", external_id=external_id, reason=why
         )
         self._count("cancel")
         return None

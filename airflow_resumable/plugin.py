@@ -49,9 +49,9 @@ class CustodianListener:
 
     @hookimpl
     def before_stopping(self, component: Any) -> None:
-        """Stop the periodic sweeps with the scheduler."""
+        """Stop the sweeps and cancels with the component, within seconds whatever a cloud does."""
         if self._custodian is not None:
-            self._custodian.stop()
+            self._custodian.stop(timeout=2.0)
 
     @hookimpl
     def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
@@ -77,14 +77,14 @@ class CustodianListener:
     def _react(self, task_instance: Any) -> None:
         if not _in_server(task_instance, "airflow.models.taskinstance", "TaskInstance"):
             return  # a task process: the try itself handles its own end
-        state = getattr(task_instance, "state", None)
         identity = TaskIdentity(
             str(task_instance.dag_id),
             str(task_instance.run_id),
             str(task_instance.task_id),
             -1 if task_instance.map_index is None else int(task_instance.map_index),
         )
-        self.custodian().soon({identity: None if state is None else str(getattr(state, "value", state))})
+        try_id = getattr(task_instance, "id", None)
+        self.custodian().soon({identity: None if try_id is None else str(try_id)})
 
 
 def _in_server(value: Any, module: str, name: str) -> bool:

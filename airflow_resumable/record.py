@@ -138,6 +138,10 @@ class JobRecord:
         older records, read as None).
     :param created_at: ISO-8601 UTC time this generation's intent was written, just before its
         submission: the job's age. ``.. versionadded:: 0.2.0`` (None in older records).
+    :param stop_requested: set by the custodian when a user stopped the try that owns this job
+        (mark failed / success) and the task instance has already moved on (a clear right after):
+        the next try must not reconnect to the job; it cancels it and submits the next generation.
+        ``.. versionadded:: 0.3.0`` (None in older records).
     """
 
     generation: int
@@ -151,6 +155,7 @@ class JobRecord:
     updated_at: str = dataclasses.field(default_factory=_now)
     cancel_failed: dict[str, JsonValue] | None = None
     created_at: str | None = None
+    stop_requested: dict[str, JsonValue] | None = None
 
     @classmethod
     def new_intent(
@@ -187,6 +192,7 @@ class JobRecord:
             "updated_at": self.updated_at,
             "cancel_failed": cast("JsonValue", self.cancel_failed),
             "created_at": self.created_at,
+            "stop_requested": cast("JsonValue", self.stop_requested),
         }
 
     @classmethod
@@ -222,6 +228,7 @@ class JobRecord:
                 updated_at=_field(value, "updated_at", str),
                 cancel_failed=_optional(value, "cancel_failed", dict),
                 created_at=_optional(value, "created_at", str),
+                stop_requested=_optional(value, "stop_requested", dict),
             )
         except (KeyError, TypeError) as err:
             raise RecordFormatError(str(err)) from err

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from airflow_resumable.custodian import MAX_CANCEL_ATTEMPTS, LedgerItem, SweepReport, run_canceller, sweep
+from airflow_resumable._custodian_policy import CustodianLimits
+from airflow_resumable.custodian import LedgerItem, Plan, Present, SweepReport, _item, run_canceller, sweep
+from airflow_resumable.exceptions import RecipeRefusedError
 from airflow_resumable.ledger import ledger_entry, ledger_key
 from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
 from airflow_resumable.testing.toy import ToyJobService, toy_service
@@ -17,30 +19,49 @@ IDENTITY = TaskIdentity("dag", "manual__1", "job")
 
 
 class Ledger:
-    """The I/O the sweep needs, in memory: task states, forgotten entries, attempts, marks."""
+    """The I/O the sweep needs, in memory: the present, forgotten entries, notes, marks."""
 
-    def __init__(self, states: dict[TaskIdentity, str | None] | None = None) -> None:
+    def __init__(
+        self, states: dict[TaskIdentity, str | None] | None = None, stored: JobRecord | None = None
+    ) -> None:
         self.states = states if states is not None else {}
+        self.stored = stored
         self.forgotten: list[str] = []
-        self.attempts: list[str] = []
+        self.notes: dict[str, dict[str, Any]] = {}
         self.marked: list[str] = []
         self.cancel_failed: dict[str, dict[str, Any]] = {}
         self.log = _Log()
+        self.now = 1_000_000.0
 
-    def run(self, *items: LedgerItem, cancel: Any = run_canceller) -> SweepReport:
-        def task_state(identity: TaskIdentity) -> tuple[bool, str | None]:
-            return (identity in self.states, self.states.get(identity))
+    # Effects
+    def present(self, item: LedgerItem) -> Present:
+        found = item.identity in self.states
+        return Present(found, self.states.get(item.identity), "try-1", self.stored)
 
-        return sweep(
-            items,
-            task_state=task_state,
-            cancel=cancel,
-            forget=lambda item: self.forgotten.append(item.key),
-            mark_cancelled=lambda item: self.marked.append(item.key),
-            count_attempt=lambda item: self.attempts.append(item.key),
-            log=self.log,
-            mark_cancel_failed=lambda item, failure: self.cancel_failed.update({item.key: failure}),
-        )
+    def cancel(self, item: LedgerItem, plan: Plan, done: Any) -> bool:
+        try:
+            run_canceller(plan.recipe, plan.external_id)  # type: ignore[arg-type]
+        except Exception as err:
+            done(err)
+        else:
+            done(None)
+        return True
+
+    def forget(self, item: LedgerItem) -> None:
+        self.forgotten.append(item.key)
+
+    def mark_cancelled(self, item: LedgerItem) -> None:
+        self.marked.append(item.key)
+
+    def note_failure(self, item: LedgerItem, notes: dict[str, Any]) -> None:
+        self.notes[item.key] = notes
+
+    def mark_cancel_failed(self, item: LedgerItem, failure: dict[str, Any]) -> None:
+        self.cancel_failed[item.key] = failure
+
+    def run(self, *items: LedgerItem, give_up_after: float = 3600.0, **kwargs: Any) -> SweepReport:
+        limits = CustodianLimits(give_up_after=give_up_after)
+        return sweep(items, self, log=self.log, limits=limits, clock=lambda: self.now, **kwargs)
 
 
 class _Log:
@@ -66,16 +87,18 @@ def item(
     identity: TaskIdentity = IDENTITY,
     with_id: bool = True,
     recipe: bool = True,
-    attempts: int = 0,
+    notes: dict[str, Any] | None = None,
     **switches: bool,
 ) -> LedgerItem:
-    """A ledger entry of a running toy job (or of an intent without an id)."""
+    """A sealed ledger entry of a running toy job (or of an intent without an id)."""
     record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
     if with_id:
         record = record.evolve(external_id=svc.submit("train", record.token), phase="interrupted")
     cancel = ("toy_job", {"service": svc.name}) if recipe else None
     entry = json.loads(json.dumps(ledger_entry(identity, record, cancel, **switches)))
-    return LedgerItem(ledger_key(identity), identity, record, entry, attempts)
+    if notes is not None:
+        entry["custodian"] = notes
+    return LedgerItem(ledger_key(identity), identity, record, entry)
 
 
 class TestUserStopReachesTheJob:
@@ -127,17 +150,21 @@ class TestWhatCannotBeCancelled:
         assert report.unreachable == [job.key] and svc.cancels == []
         assert any(e.get("token") == job.record.token for e in ledger.log.entries)
 
-    def test_failing_cancel_is_retried_then_given_up_loudly(self) -> None:
-        """A cancel that fails counts an attempt; at the bound, an error names the job and the entry goes."""
+    def test_failing_cancel_backs_off_then_gives_up_loudly_and_keeps_the_entry(self) -> None:
+        """A failed cancel waits (backoff); past the give-up time an error names the job, the entry stays."""
         svc, ledger = service(), Ledger({IDENTITY: "failed"})
         svc.fail_next("cancel", times=100)
         first = item(svc)
         ledger.run(first)
-        assert ledger.attempts == [first.key] and ledger.forgotten == []
-        assert ledger.cancel_failed == {}, "one failed attempt is not giving up"
-        last = item(svc, attempts=MAX_CANCEL_ATTEMPTS - 1)
+        notes = ledger.notes[first.key]
+        assert notes["failures"] == 1 and notes["next_attempt_at"] > ledger.now
+        assert ledger.forgotten == [] and ledger.cancel_failed == {}, "one failure is not giving up"
+        waiting = item(svc, notes=notes)
+        assert ledger.run(waiting).waiting == [waiting.record.external_id], "backing off: no call"
+        ledger.now += 7200
+        last = item(svc, notes=notes)
         ledger.run(last)
-        assert last.key in ledger.forgotten
+        assert ledger.notes[last.key]["gave_up"] is True and last.key not in ledger.forgotten
         assert any(e["log_level"] == "error" and "COULD NOT CANCEL" in e["event"] for e in ledger.log.entries)
         failure = ledger.cancel_failed[last.key]
         assert (failure["external_id"], failure["reason"]) == (
@@ -147,10 +174,20 @@ class TestWhatCannotBeCancelled:
         assert set(failure) == {"at", "external_id", "reason", "error"}, (
             "the error's class, never its message"
         )
+        given_up = item(svc, notes=ledger.notes[last.key])
+        calls = len(svc.cancels)
+        assert ledger.run(given_up).left and len(svc.cancels) == calls, "a given-up entry is only shown"
+
+    def test_a_failure_time_in_the_future_counts_as_now(self) -> None:
+        """An edited first_failure_at far ahead cannot keep the custodian retrying for ever."""
+        svc, ledger = service(), Ledger({IDENTITY: "failed"})
+        svc.fail_next("cancel", times=100)
+        ledger.run(item(svc, notes={"failures": 3, "first_failure_at": ledger.now + 1e9}), give_up_after=0)
+        assert any(n.get("gave_up") for n in ledger.notes.values())
 
     def test_unregistered_canceller_never_runs(self) -> None:
         """A recipe names a registered canceller; anything else (a forged Variable) is refused."""
-        with pytest.raises(LookupError, match="no canceller registered as 'os:system'"):
+        with pytest.raises(RecipeRefusedError, match="no canceller registered as 'os:system'"):
             run_canceller(("os:system", {}), "rm -rf /")
 
 
@@ -179,6 +216,8 @@ class TestCustodianOnTheMetadataDatabase:
             task: TaskIdentity(outcome.dag_id, outcome.run_id, task) for task in ("stopped", "waiting")
         }
         jobs = {task: item(svc, identity=identity) for task, identity in identities.items()}
+        for task, job in jobs.items():  # each try left its job running (a checkpoint)
+            _write_record(identities[task], job.record)
         with create_session() as session:
             for job in jobs.values():
                 session.add(Variable(key=job.key, val=json.dumps(job.entry)))
@@ -187,7 +226,9 @@ class TestCustodianOnTheMetadataDatabase:
                 .where(TaskInstance.dag_id == outcome.dag_id, TaskInstance.task_id == "waiting")
                 .values(state="up_for_reschedule")
             )
-        report = Custodian(interval=0).sweep()
+        custodian = Custodian(interval=0)
+        report = custodian.sweep_safely()
+        assert report is not None and custodian.drain(10)
         assert svc.cancels == [jobs["stopped"].record.external_id]
         assert jobs["stopped"].record.external_id in report.cancelled
         assert read_ledger(outcome.dag_id, outcome.run_id, "stopped") is None
@@ -196,7 +237,7 @@ class TestCustodianOnTheMetadataDatabase:
             session.execute(delete(Variable).where(Variable.key == jobs["waiting"].key))
 
     def test_giving_up_on_a_cancel_is_kept_in_the_task_record(self) -> None:
-        """After the last failed attempt, the task's record in the database says why, and the entry goes."""
+        """Past the give-up time, the task's record says why, and the entry stays marked gave_up."""
         from airflow.models.taskinstance import TaskInstance
         from airflow.models.variable import Variable
         from airflow.sdk import DAG
@@ -212,11 +253,12 @@ class TestCustodianOnTheMetadataDatabase:
         with DAG(f"custodian_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
             ToyJobOperator(task_id="stopped", service=svc.name, command="a")
         outcome = run_dag(dag)
-        stored = JobRecord.from_json(read_task_state(outcome.dag_id, outcome.run_id, "stopped", RECORD_KEY))
         identity = TaskIdentity(outcome.dag_id, outcome.run_id, "stopped")
+        stored = JobRecord.from_json(read_task_state(outcome.dag_id, outcome.run_id, "stopped", RECORD_KEY))
+        running = stored.evolve(phase="interrupted")
+        _write_record(identity, running)
         cancel = ("toy_job", {"service": svc.name})
-        entry = json.loads(json.dumps(ledger_entry(identity, stored.evolve(phase="interrupted"), cancel)))
-        entry["custodian_attempts"] = MAX_CANCEL_ATTEMPTS - 1
+        entry = json.loads(json.dumps(ledger_entry(identity, running, cancel)))
         svc.fail_next("cancel", times=100)
         with create_session() as session:
             session.add(Variable(key=ledger_key(identity), val=json.dumps(entry)))
@@ -225,12 +267,14 @@ class TestCustodianOnTheMetadataDatabase:
                 .where(TaskInstance.dag_id == outcome.dag_id, TaskInstance.task_id == "stopped")
                 .values(state="failed")
             )
-        report = Custodian(interval=0).sweep()
-        assert stored.external_id in report.failed  # the shared database may hold other entries
+        custodian = Custodian(interval=0, limits=CustodianLimits(give_up_after=0))
+        custodian.sweep_safely(keys=[ledger_key(identity)])
+        assert custodian.drain(10)
         after = JobRecord.from_json(read_task_state(outcome.dag_id, outcome.run_id, "stopped", RECORD_KEY))
         assert after.cancel_failed is not None
         assert after.cancel_failed["reason"] == "custodian: the task was stopped"
-        assert read_ledger(outcome.dag_id, outcome.run_id, "stopped") is None
+        kept = read_ledger(outcome.dag_id, outcome.run_id, "stopped")
+        assert kept is not None and kept["custodian"]["gave_up"] is True
 
     def test_a_whole_ledger_sweep_goes_on_where_the_last_one_stopped(
         self, monkeypatch: pytest.MonkeyPatch
@@ -252,15 +296,120 @@ class TestCustodianOnTheMetadataDatabase:
                 ToyJobOperator(task_id=task, service=svc.name, command=task)
         outcome = run_dag(dag)  # both succeed: their task instances are finished
         jobs = [item(svc, identity=TaskIdentity(outcome.dag_id, outcome.run_id, task)) for task in "ab"]
+        for job in jobs:
+            _write_record(job.identity, job.record)
         with create_session() as session:  # only these two in the ledger (the database is shared)
             session.execute(delete(Variable).where(Variable.key.like(custodian.LEDGER_KEY_PREFIX + "%")))
             for job in jobs:
                 session.add(Variable(key=job.key, val=json.dumps(job.entry)))
         monkeypatch.setattr(custodian, "SWEEP_BATCH", 1)
         sweeper = custodian.Custodian(interval=0)
-        first, second = sweeper.sweep(), sweeper.sweep()
+        first, second = sweeper.sweep_safely(), sweeper.sweep_safely()
+        assert first is not None and second is not None and sweeper.drain(10)
         assert len(first.cancelled) == len(second.cancelled) == 1
         assert sorted(svc.cancels) == sorted(job.record.external_id for job in jobs)
+
+
+def _write_record(identity: TaskIdentity, record: JobRecord) -> None:
+    """Put a sealed record in the task state store, as the task's own try would."""
+    from airflow.models.task_state_store import TaskStateStoreModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_resumable.record import seal_record
+
+    with create_session() as session:
+        row = session.scalar(
+            select(TaskStateStoreModel).where(
+                TaskStateStoreModel.dag_id == identity.dag_id,
+                TaskStateStoreModel.run_id == identity.run_id,
+                TaskStateStoreModel.task_id == identity.task_id,
+                TaskStateStoreModel.map_index == identity.map_index,
+                TaskStateStoreModel.key == RECORD_KEY,
+            )
+        )
+        assert row is not None, "the try wrote a record"
+        row.value = json.dumps(seal_record(identity, record))
+
+
+class TestTheLedgerIsAHint:
+    """Nothing a Variable editor writes makes the custodian cancel (docs/security.md)."""
+
+    def test_a_hand_written_entry_is_ignored(self) -> None:
+        """An entry without a seal (0.2.0's shape, or typed by hand) is never acted on."""
+        svc = service()
+        job = item(svc)
+        forged = {k: v for k, v in job.entry.items() if k != "seal"}
+        assert _item(job.key, json.dumps(forged), _Log()) is None
+
+    @pytest.mark.parametrize(
+        "edit",
+        [
+            pytest.param(lambda e: e.update(external_id="victim-run"), id="another job id"),
+            pytest.param(lambda e: e["cancel"]["args"].update(service="victim"), id="another connection"),
+            pytest.param(lambda e: e["cancel"]["args"].update(retry_limit=10**9), id="huge retry arguments"),
+            pytest.param(lambda e: e["task"].update(dag_id="forged_dag"), id="another task instance"),
+            pytest.param(lambda e: e.update(seal=e["seal"][:-4] + "0000"), id="a changed seal"),
+        ],
+    )
+    def test_an_edited_entry_is_ignored(self, edit: Any) -> None:
+        """Any edit of a sealed entry's job, recipe, task or seal breaks the seal: ignored."""
+        svc = service()
+        job = item(svc)
+        edited = json.loads(json.dumps(job.entry))
+        edit(edited)
+        assert _item(job.key, json.dumps(edited), _Log()) is None
+
+    def test_a_sealed_entry_moved_to_another_key_is_ignored(self) -> None:
+        """A genuine entry copied under another task instance's key does not verify there."""
+        svc = service()
+        job = item(svc)
+        other = ledger_key(TaskIdentity("forged_dag", "forged_run", "job"))
+        assert _item(other, json.dumps(job.entry), _Log()) is None
+        assert _item(job.key, json.dumps(job.entry), _Log()) is not None
+
+    def test_an_entry_sealed_with_another_key_is_ignored(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An entry sealed by another deployment (another [api] secret_key) is not believed here."""
+        svc = service()
+        job = item(svc)
+        monkeypatch.setenv("AIRFLOW__RESUMABLE__SIGNING_KEY", "another-deployment-entirely")
+        assert _item(job.key, json.dumps(job.entry), _Log()) is None
+
+    def test_a_recipe_without_a_connection_is_refused_not_run_with_ambient_credentials(self) -> None:
+        """aws_conn_id None in a (sealed) recipe: refused at once, gave up, nothing called."""
+        from airflow_resumable.providers.amazon._cancel import cancel_batch_job
+
+        with pytest.raises(RecipeRefusedError):
+            cancel_batch_job("job-1", aws_conn_id=None, region_name="us-east-1")
+
+
+class TestActOnThePresent:
+    """The custodian acts on what the database says now, never on a stale view."""
+
+    def test_a_newer_generation_in_the_store_wins_over_the_entry(self) -> None:
+        """The task's record names another generation: the entry is stale, nothing is cancelled."""
+        svc = service()
+        newer = JobRecord.new_intent(IDENTITY, generation=2, fingerprint=None)
+        ledger = Ledger({IDENTITY: "failed"}, stored=newer)
+        ledger.run(item(svc))
+        assert svc.cancels == [] and len(ledger.forgotten) == 1
+
+    def test_a_finished_record_is_never_cancelled_or_rewritten(self) -> None:
+        """A successful task whose ledger delete failed: its ended job is not 'cancelled'."""
+        svc = service()
+        job = item(svc)
+        ledger = Ledger({IDENTITY: "success"}, stored=job.record.evolve(phase="completed"))
+        ledger.run(job)
+        assert svc.cancels == [] and ledger.marked == [] and ledger.forgotten == [job.key]
+
+    def test_a_confirmed_stop_cancels_although_the_task_was_cleared(self) -> None:
+        """Mark failed then clear: the stopped try's job is cancelled, even with the task queued again."""
+        svc = service()
+        job = item(svc)
+        ledger = Ledger({IDENTITY: "queued"}, stored=job.record)
+        assert ledger.run(job).left, "without the hook's confirmation a cleared task keeps its job"
+        ledger.run(job, confirmed=frozenset({job.key}))
+        assert svc.cancels == [job.record.external_id]
 
 
 class TestPlugin:
