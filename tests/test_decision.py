@@ -253,3 +253,42 @@ class TestWipedStateStore:
         _, value = stored("j1")
         with_record = dataclasses.replace(backend({"j1": "RUNNING"}), read_ledger=unreadable)
         assert decide(value, None, with_record).reason == "reconnect"
+
+
+class TestUntrustedRecord:
+    """A record whose seal does not verify is not believed (docs/security.md)."""
+
+    @staticmethod
+    def distrusting(statuses: dict[Any, str]) -> Backend:
+        return dataclasses.replace(backend(statuses), distrust_record=lambda value: "forged")
+
+    def test_a_forged_record_without_a_stock_id_fails_once_with_instructions(self) -> None:
+        """A forged record naming a foreign job: never adopted, never a blind submit."""
+        _, value = stored("victim")
+        with pytest.raises(CorruptRecordError, match="seal does not verify"):
+            decide(value, None, self.distrusting({"victim": "RUNNING"}))
+
+    def test_an_unsealed_record_with_the_mirrored_id_reconnects(self) -> None:
+        """0.2.0's records (unsealed) reconnect through the id mirrored under the stock key."""
+        _, value = stored("j1")
+        decision = decide(value, "j1", self.distrusting({"j1": "RUNNING"}))
+        assert decision.action == "reconnect" and decision.reason == "unreadable_record_reconnect"
+
+
+class TestStoppedByUser:
+    """Mark failed, then clear before the custodian's cancel landed: the stop still holds."""
+
+    def test_the_stopped_job_is_cancelled_and_a_fresh_one_submitted(self) -> None:
+        """stop_requested on a running job: next generation, after cancelling the old job."""
+        record, _ = stored("j1")
+        value = record.evolve(stop_requested={"at": 1.0, "by": "custodian"}).to_json()
+        decision = decide(value, None, backend({"j1": "RUNNING"}))
+        assert (decision.action, decision.reason, decision.supersedes) == ("submit", "prior_stopped", "j1")
+        assert decision.record.generation == 2
+
+    def test_an_ended_stopped_job_is_not_cancelled_again(self) -> None:
+        """stop_requested on a job that already ended: fresh, nothing to cancel."""
+        record, _ = stored("j1")
+        value = record.evolve(stop_requested={"at": 1.0}).to_json()
+        decision = decide(value, None, backend({"j1": "CANCELLED"}))
+        assert decision.reason == "prior_stopped" and decision.supersedes is None
