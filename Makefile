@@ -61,8 +61,9 @@ system: $(STAMP) browser
 	$(BIN)/pytest system_tests
 
 # The whole chaos matrix: every case for every operator on LocalExecutor and every worker-level
-# case on Celery (`make test` runs every case for the operators of 0.1.0 and a subset for the
-# newer ones; see system_tests/chaos/test_chaos.py). About 25 minutes on two cores.
+# case on Celery (`make test` runs every case for the Databricks submit-run and Batch operators and
+# the operator-specific subset for the others; see system_tests/chaos/test_chaos.py). About 25
+# minutes on two cores.
 chaos: $(STAMP)
 	AIRFLOW_RESUMABLE_CHAOS=full $(BIN)/pytest system_tests/chaos
 

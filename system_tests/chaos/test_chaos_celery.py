@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from _chaos_celery import BRIDGE_ENV, CeleryCaseRun
-from test_chaos import CORE_OPERATORS, FULL_MATRIX, OPERATORS, report
+from test_chaos import EVERY_CASE_IN_CI, FULL_MATRIX, OPERATORS, report
 
 from airflow_resumable.testing.cluster import AirflowCluster, CeleryWorker, airflow_cluster
 from airflow_resumable.testing.services import require
@@ -65,7 +65,7 @@ MATRIX = [
     for case in ORDER
     for op in OPERATORS
     if op in TASK_LEVEL_OPERATORS
-    or (case in WORKER_LEVEL and (FULL_MATRIX or op in CORE_OPERATORS or case in ADDED_OPERATOR_CASES))
+    or (case in WORKER_LEVEL and (FULL_MATRIX or op in EVERY_CASE_IN_CI or case in ADDED_OPERATOR_CASES))
 ]
 RESULT_TIMEOUT = 600
 
