@@ -146,22 +146,42 @@ def _models() -> tuple[Any, Any]:
     return TaskStateStoreModel, TaskInstance
 
 
-def attention_clause() -> ColumnElement[bool]:
+def attention_clause(fields: Any = None) -> ColumnElement[bool]:
     """
     SQL for "needs attention", the definition :func:`._rows.job_row` applies to each row.
 
     A job that may still run (active phase, or a phase this version cannot read) while no worker or
     trigger polls it; a record whose cancel failed; a checkpoint taken on an unclassified stop.
+
+    :param fields: columns named as :func:`_attention_fields` names them (a subquery's ``.c``),
+        each record's JSON read once; None reads them from the joined tables.
     """
-    tss, ti = _models()
-    phase = json_text(tss.value, literal("phase"))
+    if fields is None:
+        fields = _attention_fields()
+        phase, ti_task_id, ti_state = fields["phase"], fields["ti_task_id"], fields["ti_state"]
+        cancel_failed_text, kind = fields["cancel_failed"], fields["kind"]
+    else:
+        phase, ti_task_id, ti_state = fields.phase, fields.ti_task_id, fields.ti_state
+        cancel_failed_text, kind = fields.cancel_failed, fields.kind
     unreadable = or_(phase.is_(None), phase.not_in(_KNOWN_PHASES))
     active = or_(unreadable, phase.in_(ACTIVE_PHASES))
-    unwatched = or_(ti.task_id.is_(None), ti.state.is_(None), ti.state.not_in(sorted(WATCHED_STATES)))
+    unwatched = or_(ti_task_id.is_(None), ti_state.is_(None), ti_state.not_in(sorted(WATCHED_STATES)))
     # sqlite and PostgreSQL give NULL for a JSON null, MySQL the text 'null'
-    cancel_failed = func.coalesce(json_text(tss.value, literal("cancel_failed")), "null").not_in(("null", ""))
-    unclassified = json_text(tss.value, literal("interruption"), literal("kind")) == "unknown"
+    cancel_failed = func.coalesce(cancel_failed_text, "null").not_in(("null", ""))
+    unclassified = kind == "unknown"
     return or_(unreadable, and_(active, unwatched), cancel_failed, and_(active, unclassified))
+
+
+def _attention_fields() -> dict[str, Any]:
+    """What "needs attention" reads of a record and its task instance, as labelled columns."""
+    tss, ti = _models()
+    return {
+        "phase": json_text(tss.value, literal("phase")),
+        "cancel_failed": json_text(tss.value, literal("cancel_failed")),
+        "kind": json_text(tss.value, literal("interruption"), literal("kind")),
+        "ti_task_id": ti.task_id,
+        "ti_state": ti.state,
+    }
 
 
 def _filtered(statement: Any, readable_dag_ids: Collection[str], filters: JobFilter) -> Any:
@@ -248,9 +268,15 @@ def query_jobs(
         )
         for row in session.execute(statement)
     ]
-    counted = _filtered(
-        select(func.count(), func.count().filter(attention_clause())), readable_dag_ids, filters
+    # Each record's JSON is parsed once: the fields come from a subquery that ``OFFSET 0`` keeps
+    # PostgreSQL from folding into the count (which would parse it once per use: 5x slower).
+    fields = _filtered(
+        select(*(column.label(name) for name, column in _attention_fields().items())),
+        readable_dag_ids,
+        filters,
     )
+    per_record = fields.offset(0).subquery()
+    counted = select(func.count(), func.count().filter(attention_clause(per_record.c)))
     total, attention_total = session.execute(counted).one()
     if filters.attention_only:
         total = attention_total
