@@ -53,7 +53,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from airflow_resumable._cancel_lanes import CancelLanes, CancelOutcome
+from airflow_resumable._cancel_lanes import CancelLanes, CancelOutcome, LaneSaturatedError, LanesClosedError
 from airflow_resumable._custodian_policy import CustodianLimits, next_attempt_delay, should_give_up
 from airflow_resumable._custody import StopMeaning, stop_meaning
 from airflow_resumable.exceptions import RecipeRefusedError
@@ -670,6 +670,8 @@ class _DatabaseEffects:
         assert recipe is not None  # a CANCEL plan always has one
 
         def on_done(outcome: CancelOutcome) -> None:
+            if isinstance(outcome.error, (LanesClosedError, LaneSaturatedError)):
+                return  # never ran: not a failed cancel; the next sweep tries again
             if outcome.timed_out:
                 done(TimeoutError(f"the cancel took longer than {self._lanes.call_timeout:g} s"))
             else:
