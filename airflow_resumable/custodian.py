@@ -457,6 +457,7 @@ class Custodian:
         self._cursor = 0
         self._lanes = CancelLanes(max_parallel=self.limits.parallel, call_timeout=self.limits.call_timeout)
         self._sweep_lock = threading.Lock()
+        self._effects = _DatabaseEffects(self._lanes)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, should_run: Callable[[], bool] | None = None) -> None:
@@ -482,7 +483,7 @@ class Custodian:
     def drain(self, timeout: float) -> bool:
         """Wait until no cancel is queued or running (tests, benchmarks); False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._lanes.busy():
+        while self._lanes.busy() or self._effects.outstanding:
             if time.monotonic() > deadline:
                 return False
             self._stop.wait(0.01)
@@ -585,9 +586,7 @@ class Custodian:
     def sweep(self, items: list[LedgerItem], *, confirmed: frozenset[str] = frozenset()) -> SweepReport:
         """Apply :func:`sweep` to ``items`` against the metadata database."""
         with self._sweep_lock:
-            return sweep(
-                items, _DatabaseEffects(self._lanes), log=_log(), limits=self.limits, confirmed=confirmed
-            )
+            return sweep(items, self._effects, log=_log(), limits=self.limits, confirmed=confirmed)
 
     def _items(self, keys: list[str] | None) -> list[LedgerItem]:
         from airflow.models.variable import Variable
@@ -631,6 +630,9 @@ class _DatabaseEffects:
 
     def __init__(self, lanes: CancelLanes) -> None:
         self._lanes = lanes
+        #: Cancels accepted whose outcome has not been fully handled yet (for :meth:`Custodian.drain`).
+        self.outstanding = 0
+        self._count_lock = threading.Lock()
 
     def present(self, item: LedgerItem) -> Present:
         return self.read_present(item.identity)
@@ -670,14 +672,26 @@ class _DatabaseEffects:
         assert recipe is not None  # a CANCEL plan always has one
 
         def on_done(outcome: CancelOutcome) -> None:
-            if isinstance(outcome.error, (LanesClosedError, LaneSaturatedError)):
-                return  # never ran: not a failed cancel; the next sweep tries again
-            if outcome.timed_out:
-                done(TimeoutError(f"the cancel took longer than {self._lanes.call_timeout:g} s"))
-            else:
-                done(outcome.error)
+            try:
+                if isinstance(outcome.error, (LanesClosedError, LaneSaturatedError)):
+                    return  # never ran: not a failed cancel; the next sweep tries again
+                if outcome.timed_out:
+                    done(TimeoutError(f"the cancel took longer than {self._lanes.call_timeout:g} s"))
+                else:
+                    done(outcome.error)
+            finally:
+                with self._count_lock:
+                    self.outstanding -= 1
 
-        return self._lanes.submit(item.lane(), item.key, lambda: run_canceller(recipe, external_id), on_done)
+        with self._count_lock:
+            self.outstanding += 1
+        accepted = self._lanes.submit(
+            item.lane(), item.key, lambda: run_canceller(recipe, external_id), on_done
+        )
+        if not accepted:
+            with self._count_lock:
+                self.outstanding -= 1
+        return accepted
 
     def forget(self, item: LedgerItem) -> None:
         _rewrite_entry(item, None)
