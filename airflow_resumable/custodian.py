@@ -51,11 +51,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_resumable._cancel_lanes import CancelLanes, CancelOutcome, LaneSaturatedError, LanesClosedError
 from airflow_resumable._custodian_policy import CustodianLimits, next_attempt_delay, should_give_up
 from airflow_resumable._custody import StopMeaning, stop_meaning
+from airflow_resumable._retention import expires_at_for
 from airflow_resumable.exceptions import RecipeRefusedError
 from airflow_resumable.ledger import (
     LEDGER_KEY_PREFIX,
@@ -763,7 +765,10 @@ def _evolve_record(item: LedgerItem, **changes: Any) -> None:
             return
         if stored.phase in ("completed", "cancelled"):
             return  # a finished record is never rewritten
-        row.value = json.dumps(seal_record(identity, stored.evolve(**changes)))
+        evolved = stored.evolve(**changes)
+        row.value = json.dumps(seal_record(identity, evolved))
+        # As the try's own writes do: a record whose job ended expires after its retention.
+        row.expires_at = expires_at_for(evolved.phase, datetime.now(tz=timezone.utc))
 
 
 def _log() -> Any:

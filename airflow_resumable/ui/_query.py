@@ -34,7 +34,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from airflow_resumable._custody import WATCHED_STATES
-from airflow_resumable.ledger import LEDGER_KEY_PREFIX, identity_of_entry, ledger_key
+from airflow_resumable.ledger import LEDGER_KEY_PREFIX, entry_verdict, identity_of_entry, ledger_key
 from airflow_resumable.record import RECORD_KEY, TaskIdentity
 from airflow_resumable.ui._rows import ACTIVE_PHASES, ENDED_PHASES, StoredRecord
 
@@ -347,13 +347,15 @@ def _orphans(
     for variable in variables:
         try:
             raw = variable.val
-            identity = identity_of_entry(json.loads(raw or "null"))
+            entry = json.loads(raw or "null")
+            identity = identity_of_entry(entry)
         except ValueError:
             continue
         if (
             identity is None
             or ledger_key(identity) != variable.key
             or identity.dag_id not in readable_dag_ids
+            or not entry_verdict(variable.key, entry).trusted  # a forged Variable is not a job of ours
         ):
             continue
         if filters.dag_id and identity.dag_id != filters.dag_id:
