@@ -97,15 +97,6 @@ OPTIONS: dict[str, Option] = {
         "0.3.0",
         per_operator=False,
     ),
-    "record_retention_days": Option(
-        "integer",
-        30,
-        "Days a record stays in task_state_store after its job ended (completed or cancelled), "
-        "until airflow state-store clean removes it; a record of a job that may still run never "
-        "expires. 0 keeps ended records for good.",
-        "0.3.0",
-        per_operator=False,
-    ),
     "stop_classification_timeout": Option(
         "float", 3.0, "Seconds to wait for the API server's answer after a stop signal."
     ),
