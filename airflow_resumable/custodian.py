@@ -243,7 +243,8 @@ class Plan:
     """The decision for one entry: the act, why, and for a cancel its recipe and job."""
 
     act: Act
-    reason: str
+    #: Why (not ``reason``: the metric-name check resolves ``.reason`` to the decision table's).
+    why: str
     recipe: CancelRecipe | None = None
     external_id: JsonValue = None
 
@@ -340,7 +341,7 @@ def sweep(
         elif decision.act is Act.WAIT:
             report.waiting.append(decision.external_id)
         elif decision.act is Act.FORGET:
-            log.warning(f"Not cancelling a stopped task's job: {decision.reason}", task=where)
+            log.warning(f"Not cancelling a stopped task's job: {decision.why}", task=where)
             effects.forget(item)
             report.forgotten.append(item.key)
         elif decision.act is Act.UNREACHABLE:
@@ -349,7 +350,7 @@ def sweep(
                 task=where,
                 external_id=decision.external_id,
                 token=item.record.token,
-                reason=decision.reason,
+                reason=decision.why,
             )
             report.unreachable.append(item.key)
             effects.forget(item)
