@@ -165,6 +165,9 @@ def job_row(stored: StoredRecord, now: datetime | None = None) -> JobRow:
         attention.append(f"the job may still run but its task is {ti_state}")
     if record.cancel_failed is not None:
         attention.append(f"cancel failed ({record.cancel_failed.get('reason', 'no reason recorded')})")
+    gave_up = _custodian_gave_up(stored)
+    if gave_up is not None:
+        attention.append(gave_up)
     if active and interruption.get("kind") == "unknown":
         attention.append("unclassified stop: if a user stopped the task, the job may be left running")
     return JobRow(
@@ -178,6 +181,22 @@ def job_row(stored: StoredRecord, now: datetime | None = None) -> JobRow:
         last_checkpoint_signal=_text(interruption.get("signal")),
         age_seconds=_age(record.created_at, stored.updated_at, now),
         attention=tuple(attention),
+    )
+
+
+def _custodian_gave_up(stored: StoredRecord) -> str | None:
+    """For a ledger-only row (a deleted run, a wiped store): the custodian's give-up, said on the row."""
+    if stored.source != "ledger":
+        return None
+    try:
+        notes = json.loads(stored.value).get("custodian")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(notes, dict) or not notes.get("gave_up"):
+        return None
+    return (
+        f"the custodian gave up cancelling it ({notes.get('failures', '?')} failed attempts, last "
+        f"{notes.get('error', 'error unknown')}): stop it by hand"
     )
 
 

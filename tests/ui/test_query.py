@@ -168,3 +168,26 @@ class TestLedgerOnly:
         assert row.ti_state == "gone" and row.attention
         assert ledger_only(session, readable_dag_ids={"ui_dag_b"}, filters=JobFilter()).records == []
         session.rollback()
+
+    def test_a_forged_ledger_entry_is_not_listed_and_a_given_up_cancel_is_said(
+        self, session: Session, deployment: Deployment
+    ) -> None:
+        """A forged (unsealed) Variable is not listed; a sealed one the custodian gave up on says so."""
+        from airflow.models.variable import Variable
+
+        forged = TaskIdentity("ui_dag_a", "manual__forged", "job_000", -1)
+        gone = TaskIdentity("ui_dag_a", "manual__gave_up", "job_000", -1)
+        record = JobRecord.new_intent(forged, generation=1, fingerprint=None).evolve(
+            external_id=66, phase="submitted"
+        )
+        unsealed = {k: v for k, v in ledger_entry(forged, record).items() if k != "seal"}
+        Variable.set(ledger_key(forged), unsealed, serialize_json=True, session=session)
+        entry = ledger_entry(gone, record)
+        entry["custodian"] = {"gave_up": True, "failures": 4, "error": "TimeoutError"}
+        Variable.set(ledger_key(gone), entry, serialize_json=True, session=session)
+        session.flush()
+        found = ledger_only(session, readable_dag_ids=deployment.dag_ids, filters=JobFilter()).records
+        assert [r.run_id for r in found] == ["manual__gave_up"], "the forged entry is not listed"
+        (row,) = [job_row(r) for r in found]
+        assert any("custodian gave up" in why and "TimeoutError" in why for why in row.attention)
+        session.rollback()
