@@ -428,6 +428,8 @@ def _item(key: str, raw: str | None, log: Any) -> LedgerItem | None:
         verdict = entry_verdict(key, entry)
         if identity is None or not verdict.trusted:
             if key not in _distrusted:
+                if len(_distrusted) >= _DISTRUSTED_REMEMBERED:
+                    _distrusted.clear()  # bounded: a flood of forgeries costs memory only once
                 _distrusted.add(key)
                 log.warning("Ignoring a ledger entry that is not trusted", key=key, why=verdict.value)
             return None
@@ -440,6 +442,7 @@ def _item(key: str, raw: str | None, log: Any) -> LedgerItem | None:
 
 #: Keys already reported as untrusted by this process (one warning each, not one per sweep).
 _distrusted: set[str] = set()
+_DISTRUSTED_REMEMBERED = 10_000
 
 
 class Custodian:

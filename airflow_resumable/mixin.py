@@ -531,8 +531,30 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         return None if verdict.trusted else verdict.value
 
     def _forget_in_ledger(self, context: Context) -> None:
-        if self.keep_ledger:
-            self._ledger_call(context, "delete", None)
+        """
+        Delete this task instance's ledger entry, only if it still names this try's generation.
+
+        The key is per task instance: after a mark failed and a quick clear, a new try may already
+        have written its own entry there while this one is still ending; that entry is not ours.
+        """
+        if not self.keep_ledger:
+            return
+        mine = self._current_record
+        if mine is not None:
+            key = ledger_key(TaskIdentity.from_context(context))
+            try:
+                current = self._ledger(context).get(key)
+            except Exception as err:  # unreadable: deleting blindly could drop another try's entry
+                self.log.warning("Could not read the ledger entry to delete it", key=key, error=repr(err))
+                return
+            if isinstance(current, dict) and current.get("token") not in (None, mine.token):
+                self.log.info(
+                    "Leaving the ledger entry of a newer try of this task instance",
+                    key=key,
+                    generation=current.get("generation"),
+                )
+                return
+        self._ledger_call(context, "delete", None)
 
     def _ledger_call(self, context: Context, what: str, record: JobRecord | None) -> None:
         """Write or delete this task instance's ledger entry; a failure only warns."""

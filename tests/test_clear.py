@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 from tenacity import wait_none
 
 from airflow_resumable.exceptions import StateStoreUnavailableError
-from airflow_resumable.ledger import LEDGER_KEY_PREFIX, ledger_key
+from airflow_resumable.ledger import LEDGER_KEY_PREFIX, ledger_entry, ledger_key
 from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
 from airflow_resumable.retry import RetryPolicy
 from airflow_resumable.testing.state import InMemoryJobLedger, InMemoryTaskStateStore, make_context
@@ -145,6 +145,25 @@ class TestLedger:
         with pytest.raises(Exception, match="FAILED"):
             op.execute(make_context(ledger=ledger))
         assert ledger.values == {}
+
+    def test_an_ending_try_leaves_a_newer_tries_entry_alone(self) -> None:
+        """Mark failed then clear: the marked try, ending, must not delete the new try's entry."""
+        svc, ledger = service(), InMemoryJobLedger()
+        svc.complete_after_polls = None
+        op = operator(svc)
+        real_status = svc.status
+        identity = TaskIdentity("dag", "manual__1", "task")
+        newer = JobRecord.new_intent(identity, generation=2, fingerprint=None)
+
+        def cancelled_and_replaced(job_id: str) -> str:
+            svc.finish(job_id, succeeded=False)  # the custodian cancelled the marked try's job
+            ledger.set(ledger_key(identity), ledger_entry(identity, newer))  # the new try's intent
+            return real_status(job_id)
+
+        svc.status = cancelled_and_replaced  # type: ignore[method-assign]
+        with pytest.raises(Exception, match="FAILED"):
+            op.execute(make_context(ledger=ledger))
+        assert JobRecord.from_json(ledger.get(ledger_key(identity))).token == newer.token
 
     def test_keep_ledger_off_writes_nothing(self) -> None:
         """keep_ledger=False: no Variable is ever written or read."""

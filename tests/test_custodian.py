@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -310,6 +312,79 @@ class TestCustodianOnTheMetadataDatabase:
         assert sorted(svc.cancels) == sorted(job.record.external_id for job in jobs)
 
 
+#: What the lanes test's cancellers saw (they live in this module so the custodian can import them).
+HUNG_CLOUD_RELEASE = threading.Event()
+HEALTHY_CANCELLED = threading.Event()
+
+
+def hanging_cancel(external_id: Any, *, conn_id: str) -> None:
+    """A canceller whose cloud never answers (until the test ends)."""
+    HUNG_CLOUD_RELEASE.wait(60)
+
+
+def healthy_cancel(external_id: Any, *, conn_id: str) -> None:
+    """A canceller whose cloud answers at once."""
+    HEALTHY_CANCELLED.set()
+
+
+class TestOneHungCloud:
+    """A cloud that hangs delays neither the other clouds' cancels nor the custodian's stop."""
+
+    def test_the_healthy_clouds_cancel_lands_while_the_other_hangs(self) -> None:
+        """Two stopped tasks on two connections: one cancel hangs, the other lands; the hung one backs off."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.variable import Variable
+        from airflow.sdk import DAG
+        from airflow.utils.session import create_session
+        from sqlalchemy import update
+
+        from airflow_resumable.custodian import Custodian, register_canceller
+        from airflow_resumable.testing.airflow_env import read_ledger, run_dag
+        from airflow_resumable.testing.toy import ToyJobOperator
+
+        register_canceller("hung_cloud_job", f"{__name__}:hanging_cancel")
+        register_canceller("healthy_cloud_job", f"{__name__}:healthy_cancel")
+        svc = service()
+        svc.complete_after_polls = 1
+        with DAG(f"custodian_lanes_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
+            for task in ("hung", "healthy"):
+                ToyJobOperator(task_id=task, service=svc.name, command=task)
+        outcome = run_dag(dag)
+        keys = {}
+        for task in ("hung", "healthy"):
+            identity = TaskIdentity(outcome.dag_id, outcome.run_id, task)
+            record = JobRecord.new_intent(identity, generation=1, fingerprint=None).evolve(
+                external_id=f"{task}-job", phase="interrupted"
+            )
+            _write_record(identity, record)
+            recipe = (f"{task}_cloud_job", {"conn_id": f"{task}_conn"})
+            keys[task] = ledger_key(identity)
+            with create_session() as session:
+                session.add(Variable(key=keys[task], val=json.dumps(ledger_entry(identity, record, recipe))))
+        with create_session() as session:
+            session.execute(
+                update(TaskInstance).where(TaskInstance.dag_id == outcome.dag_id).values(state="failed")
+            )
+        custodian = Custodian(interval=0, limits=CustodianLimits(call_timeout=1.0))
+        started = time.monotonic()
+        try:
+            custodian.sweep_safely(keys=list(keys.values()))
+            assert HEALTHY_CANCELLED.wait(5), "the healthy cloud's cancel must not wait for the hung one"
+            landed = time.monotonic() - started
+            assert not HUNG_CLOUD_RELEASE.is_set() and landed < 1.0, "it landed while the other still hung"
+            assert custodian.drain(10), "the hung call ends at its deadline"
+            notes = read_ledger(outcome.dag_id, outcome.run_id, "hung")["custodian"]
+            assert notes["failures"] == 1 and notes["next_attempt_at"] > time.time()
+            assert read_ledger(outcome.dag_id, outcome.run_id, "healthy") is None
+            stop_started = time.monotonic()
+            custodian.stop(timeout=2.0)
+            stopped = time.monotonic() - stop_started
+            print(f"healthy cancel landed after {landed:.3f} s; stop with a hung call took {stopped:.3f} s")
+            assert stopped < 3.0
+        finally:
+            HUNG_CLOUD_RELEASE.set()
+
+
 def _write_record(identity: TaskIdentity, record: JobRecord) -> None:
     """Put a sealed record in the task state store, as the task's own try would."""
     from airflow.models.task_state_store import TaskStateStoreModel
@@ -410,6 +485,49 @@ class TestActOnThePresent:
         assert ledger.run(job).left, "without the hook's confirmation a cleared task keeps its job"
         ledger.run(job, confirmed=frozenset({job.key}))
         assert svc.cancels == [job.record.external_id]
+
+
+class TestRegistration:
+    def test_a_third_party_canceller_is_found_through_its_entry_point(self, tmp_path: Any) -> None:
+        """A process that never imported the operator (the scheduler) finds its canceller by entry point."""
+        import os
+        import subprocess
+        import sys
+
+        (tmp_path / "athena_provider.py").write_text(
+            "import pathlib\n"
+            "def cancel_query(external_id, *, conn_id, out):\n"
+            "    pathlib.Path(out).write_text(f'{external_id} via {conn_id}')\n"
+        )
+        dist = tmp_path / "athena_provider-1.0.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: athena-provider\nVersion: 1.0\n")
+        (dist / "entry_points.txt").write_text(
+            "[airflow_resumable.cancellers]\nathena_query = athena_provider:cancel_query\n"
+        )
+        out = tmp_path / "cancelled.txt"
+        script = (
+            "from airflow_resumable.custodian import run_canceller\n"
+            f"run_canceller(('athena_query', {{'conn_id': 'aws_athena', 'out': {str(out)!r}}}), 'q-1')\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120, capture_output=True)
+        assert out.read_text() == "q-1 via aws_athena"
+
+    def test_the_toy_canceller_is_not_built_in(self) -> None:
+        """The toy service's canceller is registered by the tests, never in production."""
+        from airflow_resumable.custodian import CANCELLERS
+
+        assert all("testing" not in path for path in CANCELLERS.values() if path != CANCELLERS.get("toy_job"))
+        import importlib
+
+        import airflow_resumable.custodian as module
+
+        fresh = importlib.reload(module)
+        try:
+            assert "toy_job" not in fresh.CANCELLERS
+        finally:
+            fresh.register_canceller("toy_job", "airflow_resumable.testing.toy:cancel_toy_job_by_recipe")
 
 
 class TestPlugin:
