@@ -32,6 +32,8 @@ DAG_ID = "resumable_databricks"
 TASK = "submit_run"
 #: Generous: a loaded 2-core machine, and the new try waits for the scheduler and a free slot.
 TIMEOUT = 120.0
+#: How long the test waits for the cleared task to run again before it checks whether Airflow lost the clear.
+LOST_CLEAR_TIMEOUT = 45.0
 
 
 @dataclass
@@ -110,6 +112,11 @@ class Scenario:
         """PATCH the task instance to failed, wait ``gap`` seconds, clear it; return when cleared."""
         self.cluster.mark_ti(DAG_ID, self.run_id, TASK, "failed")
         time.sleep(gap)  # the gap is what the test varies: nothing to await
+        self.clear()
+        return time.monotonic()
+
+    def clear(self) -> None:
+        """Clear the task instance and reset its DAG run, as the UI's clear does."""
         body = {
             "task_ids": [TASK],
             "dag_run_id": self.run_id,
@@ -118,7 +125,14 @@ class Scenario:
             "reset_dag_runs": True,
         }
         self.cluster.api("POST", f"/dags/{quote(DAG_ID)}/clearTaskInstances", json=body)
-        return time.monotonic()
+
+    def wait_second_run(self, timeout: float) -> list[int]:
+        """The runs submitted, once there are two."""
+        return wait_until(
+            lambda: runs if len(runs := self.submissions()) >= 2 else None,
+            timeout=timeout,
+            what="a second run submitted",
+        )
 
     def report(self, capsys: pytest.CaptureFixture[str], title: str) -> None:
         ti = self.ti()
@@ -156,18 +170,22 @@ class TestMarkFailedThenClear:
         wait_until(lambda: first in scenario.cancels(), timeout=TIMEOUT, what=f"run {first} cancelled")
         # Looked for only after the clear: never below the gap.
         scenario.figures["cancel_seen_after_mark_s"] = round(time.monotonic() - began, 2)
+        scenario.figures["airflow_lost_the_clear"] = False
         try:
-            runs = wait_until(
-                lambda: runs if len(runs := scenario.submissions()) >= 2 else None,
-                timeout=TIMEOUT,
-                what="a second run submitted",
-            )
-        except TimeoutError as stuck:
+            runs = scenario.wait_second_run(timeout=LOST_CLEAR_TIMEOUT)
+        except TimeoutError:
+            # Seen once in six runs on a loaded machine: the scheduler failed the DAG run while the
+            # clear reset it, and Airflow left the run failed with the task cleared (never scheduled
+            # again). That race is Airflow's; a user clears again, and so does the test.
             run_state = scenario.cluster.dag_run(DAG_ID, scenario.run_id)["state"]
             ti = scenario.ti()
-            raise AssertionError(
-                f"no second run; DAG run {run_state}, task {ti['state']} (try {ti['try_number']})"
-            ) from stuck
+            if run_state != "failed" or ti["state"] not in (None, ""):
+                raise AssertionError(
+                    f"no second run; DAG run {run_state}, task {ti['state']} (try {ti['try_number']})"
+                ) from None
+            scenario.figures["airflow_lost_the_clear"] = True
+            scenario.clear()
+            runs = scenario.wait_second_run(timeout=TIMEOUT)
         second = runs[1]
         scenario.figures["second_submit_s"] = round(time.monotonic() - cleared_at, 2)
         scenario.wait_polled(second)
@@ -190,3 +208,4 @@ class TestMarkFailedThenClear:
         assert scenario.fake.client.get_run(second)["state"]["result_state"] == "SUCCESS"
         assert scenario.ti()["try_number"] > first_try
         assert scenario.record().get("external_id") == second
+        assert scenario.figures["ledger_has_second"], "the marked try's end must leave the new try's entry"
