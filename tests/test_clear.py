@@ -10,7 +10,7 @@ from tenacity import wait_none
 
 from airflow_resumable.exceptions import StateStoreUnavailableError
 from airflow_resumable.ledger import LEDGER_KEY_PREFIX, ledger_entry, ledger_key
-from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
+from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity, seal_record
 from airflow_resumable.retry import RetryPolicy
 from airflow_resumable.testing.state import InMemoryJobLedger, InMemoryTaskStateStore, make_context
 from airflow_resumable.testing.toy import ToyJobOperator, ToyJobService, ToyTaggedJobOperator, toy_service
@@ -53,6 +53,34 @@ def running_job(svc: ToyJobService, store: InMemoryTaskStateStore, ledger: InMem
     svc.status = real_status  # type: ignore[method-assign]
     svc.complete_after_polls = 2  # the next try's decision sees it running; its poll, succeeded
     return svc.submissions[0]
+
+
+class TestStoppedThenCleared:
+    """A user stopped the try that owned the job, then cleared the task before the custodian's cancel."""
+
+    def test_the_new_try_cancels_the_stopped_job_and_runs_a_fresh_one(self) -> None:
+        """The record says stop_requested: the old job is cancelled, one new job runs, none is reconnected."""
+        svc, store, ledger = service(), InMemoryTaskStateStore(), InMemoryJobLedger()
+        old = running_job(svc, store, ledger)
+        identity = TaskIdentity("dag", "manual__1", "task")
+        stopped = JobRecord.from_json(store.get(RECORD_KEY)).evolve(stop_requested={"by": "custodian"})
+        store.set(RECORD_KEY, seal_record(identity, stopped))
+        result = operator(svc).execute(make_context(store, ledger=ledger, try_number=2, max_tries=3))
+        assert svc.cancels == [old] and len(svc.submissions) == 2
+        assert result["job_id"] == svc.submissions[1] != old
+        record = JobRecord.from_json(store.get(RECORD_KEY))
+        assert record.generation == 2 and record.stop_requested is None
+
+    def test_cancel_on_user_stop_off_leaves_the_stopped_job(self) -> None:
+        """With cancel_on_user_stop=False the stopped job keeps running; the fresh job runs anyway."""
+        svc, store, ledger = service(), InMemoryTaskStateStore(), InMemoryJobLedger()
+        running_job(svc, store, ledger)
+        identity = TaskIdentity("dag", "manual__1", "task")
+        stopped = JobRecord.from_json(store.get(RECORD_KEY)).evolve(stop_requested={"by": "custodian"})
+        store.set(RECORD_KEY, seal_record(identity, stopped))
+        op = operator(svc, cancel_on_user_stop=False)
+        op.execute(make_context(store, ledger=ledger, try_number=2, max_tries=3))
+        assert svc.cancels == [] and len(svc.submissions) == 2
 
 
 class TestSpecChangedOnClear:

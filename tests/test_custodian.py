@@ -327,6 +327,81 @@ def healthy_cancel(external_id: Any, *, conn_id: str) -> None:
     HEALTHY_CANCELLED.set()
 
 
+class TestMarkFailedThenCleared:
+    def test_the_stopped_tries_job_is_cancelled_and_its_record_says_so(self) -> None:
+        """The hook heard try 1 marked failed; a clear replaced it before the sweep: still cancelled."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.variable import Variable
+        from airflow.sdk import DAG
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        from airflow_resumable.custodian import Custodian
+        from airflow_resumable.testing.airflow_env import read_ledger, read_task_state, run_dag
+        from airflow_resumable.testing.toy import ToyJobOperator
+
+        svc = service()
+        svc.complete_after_polls = 1
+        with DAG(f"custodian_race_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
+            ToyJobOperator(task_id="job", service=svc.name, command="a")
+        outcome = run_dag(dag)
+        identity = TaskIdentity(outcome.dag_id, outcome.run_id, "job")
+        job = item(svc, identity=identity)
+        _write_record(identity, job.record)
+        with create_session() as session:
+            session.add(Variable(key=job.key, val=json.dumps(job.entry)))
+            ti = session.scalar(select(TaskInstance).where(TaskInstance.dag_id == outcome.dag_id))
+            assert ti is not None
+            ti.state = "failed"  # the user's mark failed ...
+            stopped_try = str(ti.id)
+            ti.prepare_db_for_next_try(session)  # ... and the clear, before the custodian acted
+            ti.state = None
+        custodian = Custodian(interval=0)
+        custodian._after_hook({identity: stopped_try})
+        assert custodian.drain(10)
+        assert svc.cancels == [job.record.external_id]
+        after = JobRecord.from_json(read_task_state(outcome.dag_id, outcome.run_id, "job", RECORD_KEY))
+        assert after.phase == "cancelled" and after.stop_requested is not None
+        assert read_ledger(outcome.dag_id, outcome.run_id, "job") is None
+
+    def test_a_try_still_running_is_not_confirmed(self) -> None:
+        """A hook whose transaction rolled back (the try still runs, same id): nothing is cancelled."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.variable import Variable
+        from airflow.sdk import DAG
+        from airflow.utils.session import create_session
+        from sqlalchemy import delete, select
+
+        from airflow_resumable import custodian as module
+        from airflow_resumable.testing.airflow_env import run_dag
+        from airflow_resumable.testing.toy import ToyJobOperator
+
+        svc = service()
+        svc.complete_after_polls = 1
+        with DAG(f"custodian_race_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
+            ToyJobOperator(task_id="job", service=svc.name, command="a")
+        outcome = run_dag(dag)
+        identity = TaskIdentity(outcome.dag_id, outcome.run_id, "job")
+        job = item(svc, identity=identity)
+        _write_record(identity, job.record)
+        with create_session() as session:
+            session.add(Variable(key=job.key, val=json.dumps(job.entry)))
+            ti = session.scalar(select(TaskInstance).where(TaskInstance.dag_id == outcome.dag_id))
+            assert ti is not None
+            ti.state = "running"
+            running_try = str(ti.id)
+        original, module.HOOK_SETTLE_SECONDS = module.HOOK_SETTLE_SECONDS, 0.3
+        try:
+            custodian = module.Custodian(interval=0)
+            custodian._after_hook({identity: running_try})
+            assert custodian.drain(10)
+        finally:
+            module.HOOK_SETTLE_SECONDS = original
+        assert svc.cancels == []
+        with create_session() as session:
+            session.execute(delete(Variable).where(Variable.key == job.key))
+
+
 class TestOneHungCloud:
     """A cloud that hangs delays neither the other clouds' cancels nor the custodian's stop."""
 
