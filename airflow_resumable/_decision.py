@@ -144,30 +144,12 @@ def _spec_changed(record: JobRecord, backend: Backend, origin: str) -> Decision:
     A clear after the user fixed an input must not leave the old generation's job running with
     nobody watching it; the mixin cancels ``supersedes`` before it submits.
     """
-    old_id = record.external_id
-    if old_id is None and record.phase == "intent" and backend.find_job is not None:
-        old_id = backend.find_job(record.token)
-    supersedes: JsonValue = None
-    state = "no job recorded"
-    if old_id is not None:
-        try:
-            status = backend.get_status(old_id)
-        except JobNotFoundError:
-            state = "unknown to the service"
-        else:
-            state = status
-            if backend.is_active(status):
-                supersedes = old_id
-    elif record.phase == "intent":
-        state = "an intent whose job, if any, cannot be looked up"
+    old_id, state, supersedes = _earlier_job(record, backend)
     detail = (
         f"The rendered job spec changed since generation {record.generation} (job {old_id!r}: "
         f"{state}){origin}; not adopting it, submitting fresh"
     )
-    detail += f" after cancelling job {supersedes!r}." if supersedes is not None else "."
-    return Decision(
-        "submit", _intent(backend, record.generation + 1), "spec_changed", detail, supersedes=supersedes
-    )
+    return _superseding(record, backend, "spec_changed", detail, supersedes)
 
 
 def _stopped_by_user(record: JobRecord, backend: Backend, origin: str) -> Decision:
@@ -176,24 +158,35 @@ def _stopped_by_user(record: JobRecord, backend: Backend, origin: str) -> Decisi
     cancel landed: the stop still holds for that job, so it is not reconnected; the mixin cancels it
     (``cancel_on_user_stop``) and the cleared task runs the next generation.
     """
+    old_id, state, supersedes = _earlier_job(record, backend)
+    detail = (
+        f"A user stopped the try that owned job {old_id!r} ({state}, generation {record.generation})"
+        f"{origin}; the task was cleared since, so a fresh job is submitted"
+    )
+    return _superseding(record, backend, "prior_stopped", detail, supersedes)
+
+
+def _earlier_job(record: JobRecord, backend: Backend) -> tuple[JsonValue, str, JsonValue]:
+    """The earlier generation's job id, its state in words, and the id again if it may still run."""
     old_id = record.external_id
     if old_id is None and record.phase == "intent" and backend.find_job is not None:
         old_id = backend.find_job(record.token)
-    supersedes: JsonValue = None
-    if old_id is not None:
-        try:
-            if backend.is_active(backend.get_status(old_id)):
-                supersedes = old_id
-        except JobNotFoundError:
-            pass
-    detail = (
-        f"A user stopped the try that owned job {old_id!r} (generation {record.generation}){origin}; "
-        f"the task was cleared since, so a fresh job is submitted"
-    )
+    if old_id is None:
+        if record.phase == "intent":
+            return None, "an intent whose job, if any, cannot be looked up", None
+        return None, "no job recorded", None
+    try:
+        status = backend.get_status(old_id)
+    except JobNotFoundError:
+        return old_id, "unknown to the service", None
+    return old_id, status, old_id if backend.is_active(status) else None
+
+
+def _superseding(
+    record: JobRecord, backend: Backend, reason: str, detail: str, supersedes: JsonValue
+) -> Decision:
     detail += f" after cancelling job {supersedes!r}." if supersedes is not None else "."
-    return Decision(
-        "submit", _intent(backend, record.generation + 1), "prior_stopped", detail, supersedes=supersedes
-    )
+    return Decision("submit", _intent(backend, record.generation + 1), reason, detail, supersedes=supersedes)
 
 
 def _resolve_intent(record: JobRecord, backend: Backend, *, prefix: str = "") -> Decision:

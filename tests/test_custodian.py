@@ -327,31 +327,45 @@ def healthy_cancel(external_id: Any, *, conn_id: str) -> None:
     HEALTHY_CANCELLED.set()
 
 
+def _task_with_a_running_job(svc: ToyJobService) -> tuple[TaskIdentity, LedgerItem, Any]:
+    """A task instance in the database whose record and ledger entry name a running toy job."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.variable import Variable
+    from airflow.sdk import DAG
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_resumable.testing.airflow_env import run_dag
+    from airflow_resumable.testing.toy import ToyJobOperator
+
+    svc.complete_after_polls = 1
+    with DAG(f"custodian_race_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
+        ToyJobOperator(task_id="job", service=svc.name, command="a")
+    outcome = run_dag(dag)
+    identity = TaskIdentity(outcome.dag_id, outcome.run_id, "job")
+    job = item(svc, identity=identity)
+    _write_record(identity, job.record)
+    with create_session() as session:
+        session.add(Variable(key=job.key, val=json.dumps(job.entry)))
+    return (
+        identity,
+        job,
+        lambda session: session.scalar(select(TaskInstance).where(TaskInstance.dag_id == outcome.dag_id)),
+    )
+
+
 class TestMarkFailedThenCleared:
     def test_the_stopped_tries_job_is_cancelled_and_its_record_says_so(self) -> None:
         """The hook heard try 1 marked failed; a clear replaced it before the sweep: still cancelled."""
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.models.variable import Variable
-        from airflow.sdk import DAG
         from airflow.utils.session import create_session
-        from sqlalchemy import select
 
         from airflow_resumable.custodian import Custodian
-        from airflow_resumable.testing.airflow_env import read_ledger, read_task_state, run_dag
-        from airflow_resumable.testing.toy import ToyJobOperator
+        from airflow_resumable.testing.airflow_env import read_ledger, read_task_state
 
         svc = service()
-        svc.complete_after_polls = 1
-        with DAG(f"custodian_race_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
-            ToyJobOperator(task_id="job", service=svc.name, command="a")
-        outcome = run_dag(dag)
-        identity = TaskIdentity(outcome.dag_id, outcome.run_id, "job")
-        job = item(svc, identity=identity)
-        _write_record(identity, job.record)
+        identity, job, task_instance = _task_with_a_running_job(svc)
         with create_session() as session:
-            session.add(Variable(key=job.key, val=json.dumps(job.entry)))
-            ti = session.scalar(select(TaskInstance).where(TaskInstance.dag_id == outcome.dag_id))
-            assert ti is not None
+            ti = task_instance(session)
             ti.state = "failed"  # the user's mark failed ...
             stopped_try = str(ti.id)
             ti.prepare_db_for_next_try(session)  # ... and the clear, before the custodian acted
@@ -360,43 +374,28 @@ class TestMarkFailedThenCleared:
         custodian._after_hook({identity: stopped_try})
         assert custodian.drain(10)
         assert svc.cancels == [job.record.external_id]
-        after = JobRecord.from_json(read_task_state(outcome.dag_id, outcome.run_id, "job", RECORD_KEY))
+        after = JobRecord.from_json(read_task_state(identity.dag_id, identity.run_id, "job", RECORD_KEY))
         assert after.phase == "cancelled" and after.stop_requested is not None
-        assert read_ledger(outcome.dag_id, outcome.run_id, "job") is None
+        assert read_ledger(identity.dag_id, identity.run_id, "job") is None
 
-    def test_a_try_still_running_is_not_confirmed(self) -> None:
+    def test_a_try_still_running_is_not_confirmed(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A hook whose transaction rolled back (the try still runs, same id): nothing is cancelled."""
-        from airflow.models.taskinstance import TaskInstance
         from airflow.models.variable import Variable
-        from airflow.sdk import DAG
         from airflow.utils.session import create_session
-        from sqlalchemy import delete, select
+        from sqlalchemy import delete
 
         from airflow_resumable import custodian as module
-        from airflow_resumable.testing.airflow_env import run_dag
-        from airflow_resumable.testing.toy import ToyJobOperator
 
         svc = service()
-        svc.complete_after_polls = 1
-        with DAG(f"custodian_race_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
-            ToyJobOperator(task_id="job", service=svc.name, command="a")
-        outcome = run_dag(dag)
-        identity = TaskIdentity(outcome.dag_id, outcome.run_id, "job")
-        job = item(svc, identity=identity)
-        _write_record(identity, job.record)
+        identity, job, task_instance = _task_with_a_running_job(svc)
         with create_session() as session:
-            session.add(Variable(key=job.key, val=json.dumps(job.entry)))
-            ti = session.scalar(select(TaskInstance).where(TaskInstance.dag_id == outcome.dag_id))
-            assert ti is not None
+            ti = task_instance(session)
             ti.state = "running"
             running_try = str(ti.id)
-        original, module.HOOK_SETTLE_SECONDS = module.HOOK_SETTLE_SECONDS, 0.3
-        try:
-            custodian = module.Custodian(interval=0)
-            custodian._after_hook({identity: running_try})
-            assert custodian.drain(10)
-        finally:
-            module.HOOK_SETTLE_SECONDS = original
+        monkeypatch.setattr(module, "HOOK_SETTLE_SECONDS", 0.3)
+        custodian = module.Custodian(interval=0)
+        custodian._after_hook({identity: running_try})
+        assert custodian.drain(10)
         assert svc.cancels == []
         with create_session() as session:
             session.execute(delete(Variable).where(Variable.key == job.key))
