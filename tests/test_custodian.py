@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -17,7 +17,24 @@ from airflow_resumable.ledger import ledger_entry, ledger_key
 from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
 from airflow_resumable.testing.toy import ToyJobService, toy_service
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 IDENTITY = TaskIdentity("dag", "manual__1", "job")
+
+
+@pytest.fixture(autouse=True)
+def _leave_the_ledger_empty() -> Iterator[None]:
+    """Tests that write ledger Variables share their worker's database with other modules."""
+    yield
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    from airflow_resumable.ledger import LEDGER_KEY_PREFIX
+
+    with create_session() as session:
+        session.execute(delete(Variable).where(Variable.key.like(LEDGER_KEY_PREFIX + "%")))
 
 
 class Ledger:

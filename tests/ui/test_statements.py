@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fastapi.testclient import TestClient
 
-from airflow_resumable.ledger import ledger_entry, ledger_key
+from airflow_resumable.ledger import LEDGER_KEY_PREFIX, ledger_entry, ledger_key
 from airflow_resumable.record import RECORD_KEY, JobRecord, TaskIdentity
 from airflow_resumable.ui import app as ui_app
 from airflow_resumable.ui._query import JobFilter, ledger_only
@@ -178,6 +178,8 @@ class TestLedgerPaging:
 
         gone = [TaskIdentity(linked[0], f"manual__deleted_{n}", "job_00") for n in range(7)]
         with create_session() as session:
+            # Only these seven in the ledger: other test modules of this worker share the database.
+            session.execute(delete(Variable).where(Variable.key.like(LEDGER_KEY_PREFIX + "%")))
             for identity in gone:
                 record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
                 entry = ledger_entry(identity, record.evolve(external_id=n_of(identity), phase="submitted"))
