@@ -8,11 +8,13 @@ the worker shuts down (SIGTERM to every task's supervisor, as a deploy, an evict
 reclaim does); then the remote jobs finish and the demo prints what happened. First with the
 stock provider operators, then with the resumable ones.
 
-Run it with ``make demo``. Everything it starts is stopped when it ends.
+Run it with ``make demo``. Everything it starts is stopped when it ends. ``make demo ALL=1``
+(``--all``) runs every operator of the package beside its stock one instead (``all_operators.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import sys
@@ -275,4 +277,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--all", action="store_true", help="every operator, twelve jobs at once")
+    if parser.parse_args().all:
+        from all_operators import main as main_all  # demo/ is the script's directory: on sys.path
+
+        sys.exit(main_all())
     sys.exit(main())
