@@ -370,17 +370,21 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         :return: the failure to keep in the record (:func:`~airflow_resumable.record.cancel_failure`),
             or None.
         """
-        why = "a user stopped the try that owned it" if user_stop else "job spec changed"
-        switch, enabled = (
-            ("cancel_on_user_stop", self.cancel_on_user_stop)
+        # The log lines and reasons of the spec-change path are those of 0.2.0 (logs are searched).
+        why, reason, switch, enabled = (
+            (
+                "a user stopped the try that owned it",
+                "stopped_by_user",
+                "cancel_on_user_stop",
+                self.cancel_on_user_stop,
+            )
             if user_stop
-            else ("cancel_on_spec_change", self.cancel_on_spec_change)
+            else ("the job spec changed", "superseded", "cancel_on_spec_change", self.cancel_on_spec_change)
         )
         if not enabled:
             self.log.warning(
-                f"The earlier generation's job keeps running ({switch} is off)",
+                f"{why[0].upper()}{why[1:]}; the earlier generation's job keeps running ({switch} is off)",
                 external_id=external_id,
-                reason=why,
             )
             return None
         try:
@@ -390,13 +394,15 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
                 "COULD NOT CANCEL the superseded remote job: it may be left running and must be "
                 "stopped by hand",
                 external_id=external_id,
-                reason=why,
+                reason=why.removeprefix("the "),
                 error=repr(err),
             )
             self._count("cancel_failed")
             return cancel_failure(external_id, f"superseded: {why}", err)
         self.log.warning(
-            "Cancelled the remote job of an earlier generation", external_id=external_id, reason=why
+            f"Cancelled the remote job of an earlier generation: {why}",
+            external_id=external_id,
+            reason=reason,
         )
         self._count("cancel")
         return None
