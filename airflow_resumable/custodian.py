@@ -124,7 +124,7 @@ SWEEP_BATCH = 500
 #: How long a hook's sweep waits for the database to show the stop it heard (hooks fire before
 #: their transaction commits).
 HOOK_SETTLE_SECONDS = 5.0
-_HOOK_POLL_SECONDS = 0.1
+_HOOK_POLL_SECONDS = 0.25
 #: Recipe arguments that name the connection a canceller uses: the lane of its cancels.
 _CONNECTION_ARGUMENTS = ("aws_conn_id", "databricks_conn_id", "conn_id")
 _entry_point_cancellers: dict[str, str] | None = None
@@ -341,7 +341,9 @@ def sweep(
         elif decision.act is Act.WAIT:
             report.waiting.append(decision.external_id)
         elif decision.act is Act.FORGET:
-            log.warning(f"Not cancelling a stopped task's job: {decision.why}", task=where)
+            # A switch left off is worth a warning; an entry whose job ended or moved on is not.
+            level = log.warning if "switch" in decision.why else log.info
+            level(f"Not cancelling a stopped task's job: {decision.why}", task=where)
             effects.forget(item)
             report.forgotten.append(item.key)
         elif decision.act is Act.UNREACHABLE:

@@ -83,6 +83,12 @@ class CustodianListener:
             str(task_instance.task_id),
             -1 if task_instance.map_index is None else int(task_instance.map_index),
         )
+        from airflow_resumable._custody import StopMeaning, stop_meaning
+
+        state = getattr(task_instance, "state", None)
+        state_name = None if state is None else str(getattr(state, "value", state))
+        if stop_meaning(state_name) is not StopMeaning.USER_STOP:
+            return  # a failed try that will be retried (up_for_retry): its job is the next try's
         try_id = getattr(task_instance, "id", None)
         self.custodian().soon({identity: None if try_id is None else str(try_id)})
 

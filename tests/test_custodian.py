@@ -635,6 +635,31 @@ class TestPlugin:
         registered = get_listener_manager().pm.get_plugins()
         assert any(isinstance(listener, CustodianListener) for listener in registered)
 
+    @pytest.mark.parametrize(
+        ("state", "acts"), [("up_for_retry", False), ("failed", True), ("success", True)]
+    )
+    def test_only_a_stop_reaches_the_custodian(
+        self, state: str, acts: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A failed try that will be retried is not a stop: no thread, no database polling for it."""
+        from types import SimpleNamespace
+
+        from airflow_resumable import plugin
+
+        class Recorder:
+            def __init__(self) -> None:
+                self.calls: list[dict[TaskIdentity, str | None]] = []
+
+            def soon(self, tries: dict[TaskIdentity, str | None]) -> None:
+                self.calls.append(tries)
+
+        monkeypatch.setattr(plugin, "_in_server", lambda *args: True)  # as in the API server
+        listener, recorder = plugin.CustodianListener(), Recorder()
+        listener._custodian = recorder
+        ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, state=state, id="0192")
+        listener.on_task_instance_failed(None, ti, "boom")
+        assert bool(recorder.calls) is acts
+
     def test_a_task_process_event_is_ignored(self) -> None:
         """In a task process the try handles its own end: the listener starts no sweep."""
         from airflow_resumable.plugin import CustodianListener
