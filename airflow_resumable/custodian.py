@@ -551,10 +551,14 @@ class Custodian:
             while pending:
                 for key, item in list(pending.items()):
                     present = self._present(item)
+                    stopped = tries.get(item.identity)
                     if stop_meaning(present.state, found=present.found) is StopMeaning.USER_STOP:
                         del pending[key]
-                    elif self._try_ended_by_user(tries.get(item.identity), present):
-                        confirmed.add(key)
+                    elif stopped is not None and present.try_id != stopped:  # a clear replaced it
+                        if self._stopped_try_wrote(item, stopped) and self._try_ended_by_user(
+                            stopped, present
+                        ):
+                            confirmed.add(key)
                         del pending[key]
                 if not pending or time.monotonic() > deadline or self._stop.wait(_HOOK_POLL_SECONDS):
                     break
@@ -565,9 +569,17 @@ class Custodian:
             _log().exception("The custodian could not act on a stop; the next whole-ledger sweep will")
 
     @staticmethod
-    def _try_ended_by_user(try_id: str | None, present: Present) -> bool:
+    def _stopped_try_wrote(item: LedgerItem, try_id: str | None) -> bool:
+        """
+        Whether the entry was written by the stopped try: only then is its job that try's. (By the
+        time the hook's thread reads it, a clear may have let a new try write its own entry.)
+        """
+        return try_id is not None and item.entry.get("try_id") == try_id
+
+    @staticmethod
+    def _try_ended_by_user(try_id: str, present: Present) -> bool:
         """Whether the stopped try is no longer current and its history says it ended stopped."""
-        if try_id is None or present.try_id == try_id:
+        if present.try_id == try_id:
             return False
         from airflow.models.taskinstancehistory import TaskInstanceHistory
         from airflow.utils.session import create_session

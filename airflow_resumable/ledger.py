@@ -111,6 +111,7 @@ def ledger_entry(
     *,
     cancel_on_user_stop: bool = True,
     cancel_on_failure: bool = True,
+    try_id: str | None = None,
 ) -> dict[str, JsonValue]:
     """
     The entry stored for ``record``: the record's JSON, the task instance it belongs to, and how
@@ -120,6 +121,9 @@ def ledger_entry(
         resource ids; never a secret), or None.
     :param cancel_on_user_stop: the operator's switch, honoured by the custodian.
     :param cancel_on_failure: the operator's switch, honoured by the custodian for a failed task.
+    :param try_id: the id of the try that wrote the entry (Airflow 3 gives every try its own): a
+        user's stop heard for that try applies to this entry's job, and to no newer try's.
+        ``.. versionadded:: 0.3.0``
     """
     task: dict[str, JsonValue] = {
         "dag_id": identity.dag_id,
@@ -129,6 +133,8 @@ def ledger_entry(
     }
     entry: dict[str, JsonValue] = {**record.to_json(), "task": task}
     entry.pop(SEAL_FIELD, None)
+    if try_id is not None:
+        entry["try_id"] = try_id
     if cancel is not None:
         name, arguments = cancel
         entry["cancel"] = {

@@ -575,6 +575,7 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
                     self._safe_cancel_recipe(context),
                     cancel_on_user_stop=self.cancel_on_user_stop,
                     cancel_on_failure=self.cancel_on_failure,
+                    try_id=_try_id(context),
                 )
                 self.state_store_retry.call(
                     ledger.set, key, entry, is_retryable=is_transient_state_store_error, what="ledger write"
@@ -676,6 +677,12 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     def _count(self, metric: str) -> None:
         """Count one event under the package's one metric prefix, tagged with the operator class."""
         Stats.incr(f"{METRIC_PREFIX}.{metric}", tags={"operator": type(self).__name__})
+
+
+def _try_id(context: Context) -> str | None:
+    """The id of the running try (Airflow 3 gives each try its own), or None outside a real try."""
+    try_id = getattr(context.get("ti"), "id", None)
+    return None if try_id is None else str(try_id)
 
 
 def _or_setting(value: Any, name: str) -> Any:

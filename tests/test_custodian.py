@@ -360,15 +360,17 @@ def _task_with_a_running_job(svc: ToyJobService) -> tuple[TaskIdentity, LedgerIt
         ToyJobOperator(task_id="job", service=svc.name, command="a")
     outcome = run_dag(dag)
     identity = TaskIdentity(outcome.dag_id, outcome.run_id, "job")
-    job = item(svc, identity=identity)
+
+    def task_instance(session: Any) -> Any:
+        return session.scalar(select(TaskInstance).where(TaskInstance.dag_id == outcome.dag_id))
+
+    with create_session() as session:
+        try_id = str(task_instance(session).id)
+    job = item(svc, identity=identity, try_id=try_id)  # written by that try
     _write_record(identity, job.record)
     with create_session() as session:
         session.add(Variable(key=job.key, val=json.dumps(job.entry)))
-    return (
-        identity,
-        job,
-        lambda session: session.scalar(select(TaskInstance).where(TaskInstance.dag_id == outcome.dag_id)),
-    )
+    return identity, job, task_instance
 
 
 class TestMarkFailedThenCleared:
@@ -394,6 +396,33 @@ class TestMarkFailedThenCleared:
         after = JobRecord.from_json(read_task_state(identity.dag_id, identity.run_id, "job", RECORD_KEY))
         assert after.phase == "cancelled" and after.stop_requested is not None
         assert read_ledger(identity.dag_id, identity.run_id, "job") is None
+
+    def test_a_newer_tries_entry_is_not_the_stopped_tries_job(self) -> None:
+        """The hook's thread was slow: the new try's entry is already there; its job is left alone."""
+        from airflow.models.variable import Variable
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        from airflow_resumable.custodian import Custodian
+
+        svc = service()
+        identity, job, task_instance = _task_with_a_running_job(svc)
+        with create_session() as session:
+            ti = task_instance(session)
+            ti.state = "failed"  # the user's mark failed ...
+            stopped_try = str(ti.id)
+            ti.prepare_db_for_next_try(session)  # ... the clear ...
+            ti.state = "running"  # ... and the new try runs
+            new_try = str(ti.id)
+        newer = item(svc, identity=identity, try_id=new_try)  # the new try's intent and job
+        _write_record(identity, newer.record)
+        with create_session() as session:
+            variable = session.scalar(select(Variable).where(Variable.key == job.key))
+            variable.set_val(json.dumps(newer.entry))  # the new try rewrote the entry
+        custodian = Custodian(interval=0)
+        custodian._after_hook({identity: stopped_try})
+        assert custodian.drain(10)
+        assert svc.cancels == [], "the new try's job is not the stopped try's"
 
     def test_a_try_still_running_is_not_confirmed(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A hook whose transaction rolled back (the try still runs, same id): nothing is cancelled."""
