@@ -110,7 +110,7 @@ class TestOneHungCloud:
         for n in range(3):
             assert lanes.submit("databricks:ok", f"b-{n}", nothing, outcomes)
         for n in range(3):
-            assert outcomes.wait(f"b-{n}", timeout=2.0).ok
+            assert outcomes.wait(f"b-{n}", timeout=PROMPTLY).ok  # A hangs for ever: any bound proves it
         assert "a-1" not in outcomes.by_key
         assert lanes.busy() == {"aws:hung": 1}
 
