@@ -99,6 +99,12 @@ with DAG("demo_resumable", schedule=None, catchup=False, tags=["demo"]):
     ResumableBatchOperator(**BATCH, **resumable)
     ResumableEmrServerlessStartJobOperator(**EMR_SERVERLESS, **resumable)
 
+
+def _without_task_id(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The three-task DAGs' arguments, reused by ``make demo ALL=1`` (which names tasks itself)."""
+    return {name: value for name, value in arguments.items() if name != "task_id"}
+
+
 _SAGEMAKER_RESOURCES = {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10}
 _TRAINING_INPUT = {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": CONF.format("sagemaker_input_uri")}}
 
@@ -107,19 +113,7 @@ TASKS: dict[str, tuple[type, type, dict[str, Any]]] = {
     "databricks_run": (
         DatabricksSubmitRunOperator,
         ResumableDatabricksSubmitRunOperator,
-        {
-            "json": {
-                "run_name": NAME,
-                "tasks": [
-                    {
-                        "task_key": "etl",
-                        "existing_cluster_id": "0000-000000-demo",
-                        "notebook_task": {"notebook_path": "/Shared/nightly_etl"},
-                    }
-                ],
-            },
-            "polling_period_seconds": 1,
-        },
+        _without_task_id(DATABRICKS),
     ),
     "databricks_run_now": (
         DatabricksRunNowOperator,
@@ -141,27 +135,11 @@ TASKS: dict[str, tuple[type, type, dict[str, Any]]] = {
             "polling_period_seconds": 1,
         },
     ),
-    "batch_job": (
-        BatchOperator,
-        ResumableBatchOperator,
-        {
-            "job_name": f"{NAME}-batch",
-            "job_queue": CONF.format("job_queue"),
-            "job_definition": CONF.format("job_definition"),
-            "poll_interval": 1,
-        },
-    ),
+    "batch_job": (BatchOperator, ResumableBatchOperator, _without_task_id(BATCH)),
     "emr_serverless_job": (
         EmrServerlessStartJobOperator,
         ResumableEmrServerlessStartJobOperator,
-        {
-            "name": f"{NAME}-emr",
-            "application_id": CONF.format("application_id"),
-            "execution_role_arn": ROLE_ARN,
-            "job_driver": {"sparkSubmit": {"entryPoint": "s3://demo/etl.py"}},
-            "waiter_delay": 1,
-            "waiter_max_attempts": 600,  # the stock default (25) would end a long job on its own
-        },
+        _without_task_id(EMR_SERVERLESS),
     ),
     "emr_containers_job": (
         EmrContainerOperator,
