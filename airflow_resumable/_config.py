@@ -15,7 +15,7 @@ SECTION = "resumable"
 
 @dataclass(frozen=True)
 class Option:
-    """One option: its type (``integer``, ``float``, ``boolean``), default and description."""
+    """One option: its type (``integer``, ``float``, ``boolean``, ``string``), default and description."""
 
     type: str
     default: Any
@@ -97,6 +97,23 @@ OPTIONS: dict[str, Option] = {
         "0.3.0",
         per_operator=False,
     ),
+    "visibility_window_seconds": Option(
+        "string",
+        "",
+        "Seconds after its submission during which a job the service does not find is taken as not "
+        "yet visible (eventual consistency), not as expired: status reads and lookups keep trying, "
+        "and nothing is resubmitted. A number for every service, or a JSON object by service "
+        "(keys: databricks, batch, emr_steps, emr_serverless, emr_containers, ecs, glue, "
+        'sagemaker, step_functions), e.g. {"batch": 120}; empty: each operator\'s documented window.',
+        "0.4.0",
+    ),
+    "throttle_patience_seconds": Option(
+        "float",
+        600.0,
+        "Seconds a cloud call keeps being retried while the service throttles it (backoff 1 s "
+        "doubling to 30 s); throttled calls do not count against cloud_retry's attempts.",
+        "0.4.0",
+    ),
     "stop_classification_timeout": Option(
         "float", 3.0, "Seconds to wait for the API server's answer after a stop signal."
     ),
@@ -108,7 +125,12 @@ def setting(name: str) -> Any:
     from airflow.sdk.configuration import conf
 
     option = OPTIONS[name]
-    getter = {"integer": conf.getint, "float": conf.getfloat, "boolean": conf.getboolean}[option.type]
+    getter = {
+        "integer": conf.getint,
+        "float": conf.getfloat,
+        "boolean": conf.getboolean,
+        "string": conf.get,
+    }[option.type]
     return getter(SECTION, name, fallback=option.default)
 
 

@@ -61,6 +61,26 @@ class Backend:
     #: Whether the stored record's seal verifies (:mod:`airflow_resumable._trust`): None when it
     #: does (or the deployment has no key), else why not. An untrusted record is not believed.
     distrust_record: Callable[[JsonValue], str | None] | None = None
+    #: ``get_status`` for a job submitted at a known time (a record's ``created_at``): a job the
+    #: service does not find while it may still be invisible is asked for again, inside the call.
+    await_status: Callable[[JsonValue, str | None], str] | None = None
+    #: ``find_job`` for an intent of a known time: keeps looking while its job may be invisible.
+    await_find: Callable[[str, str | None], JsonValue] | None = None
+
+
+def _status(backend: Backend, external_id: JsonValue, born: str | None) -> str:
+    """The job's status; patient with a young job when the backend can be (:attr:`Backend.await_status`)."""
+    if backend.await_status is not None and born is not None:
+        return backend.await_status(external_id, born)
+    return backend.get_status(external_id)
+
+
+def _find(backend: Backend, record: JobRecord) -> JsonValue:
+    """The job of an intent's token; patient while a young job may be invisible."""
+    if backend.await_find is not None and record.created_at is not None:
+        return backend.await_find(record.token, record.created_at)
+    assert backend.find_job is not None
+    return backend.find_job(record.token)
 
 
 def decide(stored_record: JsonValue, stored_bare_id: JsonValue, backend: Backend) -> Decision:
@@ -170,13 +190,13 @@ def _earlier_job(record: JobRecord, backend: Backend) -> tuple[JsonValue, str, J
     """The earlier generation's job id, its state in words, and the id again if it may still run."""
     old_id = record.external_id
     if old_id is None and record.phase == "intent" and backend.find_job is not None:
-        old_id = backend.find_job(record.token)
+        old_id = _find(backend, record)
     if old_id is None:
         if record.phase == "intent":
             return None, "an intent whose job, if any, cannot be looked up", None
         return None, "no job recorded", None
     try:
-        status = backend.get_status(old_id)
+        status = _status(backend, old_id, record.created_at)
     except JobNotFoundError:
         return old_id, "unknown to the service", None
     return old_id, status, old_id if backend.is_active(status) else None
@@ -205,7 +225,7 @@ def _resolve_intent(record: JobRecord, backend: Backend, *, prefix: str = "") ->
             f"{record.token}) but did not record its id, and this operator can neither deduplicate "
             f"by token nor look the job up (find_job). Refusing to submit a possible duplicate."
         )
-    found = backend.find_job(record.token)
+    found = _find(backend, record)
     if found is None:
         return Decision(
             "submit",
@@ -227,8 +247,11 @@ def _judge(external_id: JsonValue, record: JobRecord, backend: Backend, *, via: 
         "unreadable_record": f"stored under {backend.external_id_key!r} (the record was unreadable)",
     }[via]
     prefix = "" if via == "record" else f"{via}_"
+    # A stock operator's id, or one kept beside an unreadable record, has no known age: the job
+    # was submitted by an earlier try, at least a retry delay ago, so not found means gone.
+    born = None if via in ("stock_id", "unreadable_record") else record.created_at
     try:
-        status = backend.get_status(external_id)
+        status = _status(backend, external_id, born)
     except JobNotFoundError:
         return Decision(
             "submit",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import tenacity
 from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
 from airflow.sdk.bases.operator import BaseOperatorMeta
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowTaskTimeout, TaskDeferred
 from airflow.sdk.observability.stats import Stats
 from opentelemetry import trace
 
-from airflow_resumable import _running
+from airflow_resumable import _patience, _running
 from airflow_resumable._config import setting
 from airflow_resumable._decision import Backend, Decision, decide
 from airflow_resumable._retention import record_retention
@@ -24,6 +25,7 @@ from airflow_resumable._stopping import Interrupted, StopHandlingMixin
 from airflow_resumable._trust import Verdict
 from airflow_resumable.exceptions import (
     JobFailedError,
+    JobNotFoundError,
     StateStoreUnavailableError,
     TransientCloudError,
 )
@@ -135,6 +137,14 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     :param keep_ledger: keep a copy of the record of each job in flight in an Airflow Variable
         (:mod:`airflow_resumable.ledger`), so that a clear that deletes the task state store cannot
         lead to a second job (True). ``.. versionadded:: 0.2.0``
+    :param visibility_window: seconds after its submission during which a job the service does not
+        find is *not yet visible* (eventual consistency), not expired: status reads are tried
+        again and ``find_job`` keeps looking before anything is resubmitted. Default: the
+        operator's ``default_visibility_window`` (see :mod:`airflow_resumable._patience`).
+        ``.. versionadded:: 0.4.0``
+    :param throttle_patience: seconds a throttled cloud call keeps being retried (backoff with full
+        jitter); throttled calls do not count against ``cloud_retry`` (600).
+        ``.. versionadded:: 0.4.0``
 
     .. versionadded:: 0.1.0
     """
@@ -148,6 +158,11 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     service_name: ClassVar[str] = "remote"
     #: Seconds between status calls in the default :meth:`poll_until_complete`.
     resumable_poll_interval: float = 5.0
+    #: Seconds after its submission during which the service may not find a new job (see
+    #: ``visibility_window``); 0 for a service that finds every job it accepted at once.
+    default_visibility_window: ClassVar[float] = 60.0
+    #: The operator's key in ``[resumable] visibility_window_seconds`` (a JSON object by service).
+    visibility_key: ClassVar[str] = ""
 
     submission_token: str | None = None
     #: The task instance of the record this try reads and writes (set by the decision).
@@ -170,11 +185,17 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         stop_classification_timeout: float | None = None,
         cancel_on_spec_change: bool | None = None,
         keep_ledger: bool | None = None,
+        visibility_window: float | None = None,
+        throttle_patience: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.cancel_on_spec_change: bool = _or_setting(cancel_on_spec_change, "cancel_on_spec_change")
         self.keep_ledger: bool = _or_setting(keep_ledger, "keep_ledger")
+        self.visibility_window: float = _patience.visibility_window(
+            self.visibility_key or type(self).__name__, self.default_visibility_window, visibility_window
+        )
+        self.throttle_patience: float = float(_or_setting(throttle_patience, "throttle_patience_seconds"))
         # None means "the [resumable] section of the Airflow configuration, else the built-in default".
         self._init_stop_policy(
             resume_delay=setting("resume_delay_seconds") if resume_delay is None else resume_delay,
@@ -230,6 +251,18 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     def is_transient_error(self, error: BaseException) -> bool:
         """True for errors of cloud calls worth retrying (throttling, 5xx, lost connections)."""
         return isinstance(error, (TransientCloudError, ConnectionError, TimeoutError))
+
+    def is_throttling_error(self, error: BaseException) -> bool:
+        """
+        True when the service refused the call for its rate (HTTP 429, ``ThrottlingException``).
+
+        A throttled call was not carried out, so it is sent again, for up to
+        ``throttle_patience`` seconds, without counting against ``cloud_retry`` and even for a
+        submission the service cannot deduplicate. False by default.
+
+        .. versionadded:: 0.4.0
+        """
+        return False
 
     def is_valid_external_id(self, value: JsonValue) -> bool:
         """True if ``value`` can be an id of this service; guards against foreign stored values."""
@@ -415,13 +448,19 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
             fingerprint=self.job_fingerprint(context),
             submission_is_idempotent=self.submission_is_idempotent,
             get_status=lambda job_id: self._cloud(
-                self.get_job_status, job_id, context, what="get_job_status"
+                self.get_job_status, job_id, context, what="get_job_status", born=None
+            ),
+            await_status=lambda job_id, born: self._cloud(
+                self.get_job_status, job_id, context, what="get_job_status", born=born
             ),
             is_active=self.is_job_active,
             is_succeeded=self.is_job_succeeded,
             find_job=None
             if self.submission_is_idempotent or not self._overrides("find_job")
-            else lambda token: self._cloud(self.find_job, token, context, what="find_job"),
+            else lambda token: self._cloud(self.find_job, token, context, what="find_job", born=None),
+            await_find=None
+            if self.submission_is_idempotent or not self._overrides("find_job")
+            else lambda token, born: self._find_patiently(token, born, context),
             is_valid_external_id=self.is_valid_external_id,
             read_ledger=(lambda: self._read_ledger(identity, context)) if self.keep_ledger else None,
             distrust_record=lambda value: self._distrust_record(identity, value),
@@ -456,23 +495,32 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
     def _submit(self, record: JobRecord, context: Context) -> JsonValue:
         """Submit with ``record.token``; retried only where a retry cannot create a duplicate."""
         self.submission_token = record.token
-
-        attempts = 0
+        looks_up = not self.submission_is_idempotent and self._overrides("find_job")
+        #: When the last attempt that may have created the job was sent (None: none was).
+        ambiguous_since: str | None = None
 
         def attempt() -> JsonValue:
-            nonlocal attempts
-            attempts += 1
-            # Only a retry needs the lookup: the first attempt of a fresh intent cannot have created
-            # anything, and an inherited intent was already looked up by the decision.
-            if attempts > 1 and not self.submission_is_idempotent and self._overrides("find_job"):
-                found = self.find_job(record.token, context)
+            nonlocal ambiguous_since
+            # Only after an attempt that may have created the job: a lost response, never a
+            # throttled call (refused, not carried out). An inherited intent was already looked up
+            # by the decision. The lookup keeps looking while the job may still be invisible.
+            if ambiguous_since is not None and looks_up:
+                found = self._find_patiently(record.token, ambiguous_since, context)
                 if found is not None:
                     return found
-            return self.submit_job(context)
+            sent_at = _patience.now_stamp()
+            try:
+                return self.submit_job(context)
+            except BaseException as error:
+                if not self.is_throttling_error(error):
+                    ambiguous_since = sent_at
+                raise
 
-        safe_to_retry = self.submission_is_idempotent or self._overrides("find_job")
+        safe_to_retry = self.submission_is_idempotent or looks_up
         policy = self.cloud_retry if safe_to_retry else RetryPolicy(attempts=1)
-        external_id = policy.call(attempt, is_retryable=self.is_transient_error, what="submit_job")
+        external_id = self._throttle_retrying("submit_job")(
+            policy.call, attempt, is_retryable=self._is_retryable, what="submit_job"
+        )
         if external_id is None:
             raise JobFailedError(self.service_name, None, "NOT_SUBMITTED", "submit_job returned no id")
         self.log.info(
@@ -629,8 +677,86 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         return ledger if ledger is not None else VariableLedger()
 
     # ------------------------------------------------------------------------------ plumbing
-    def _cloud(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
-        return self.cloud_retry.call(fn, *args, is_retryable=self.is_transient_error, what=what)
+    def _cloud(self, fn: Callable[..., Any], *args: Any, what: str, born: Any = ..., **kwargs: Any) -> Any:
+        """
+        ``fn(*args, **kwargs)`` as a cloud call: transient errors retried by ``cloud_retry``,
+        throttling waited out (``throttle_patience``), and a :class:`JobNotFoundError` for a job
+        younger than ``visibility_window`` tried again until the job shows or the window passed.
+
+        :param born: when the job ``args[0]`` names was submitted (a record's ``created_at``);
+            ``...``: the current record's, if it names that job; None: unknown (no waiting).
+        """
+        if born is ...:
+            born = self._born_of(args[0] if args else None)
+        throttled = self._throttle_retrying(what)
+        call = self.cloud_retry.call
+        if not _patience.is_young(born, self.visibility_window):
+            return throttled(call, fn, *args, is_retryable=self._is_retryable, what=what, **kwargs)
+        not_visible = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(JobNotFoundError),
+            stop=lambda state: not _patience.is_young(born, self.visibility_window),
+            wait=_patience.VISIBILITY_WAIT,
+            sleep=self._sleep_between_polls,
+            reraise=True,
+            before_sleep=lambda state: self._not_visible_yet(what, args[0] if args else None, born),
+        )
+        return not_visible(throttled, call, fn, *args, is_retryable=self._is_retryable, what=what, **kwargs)
+
+    def _find_patiently(self, token: str, born: str | None, context: Context) -> JsonValue:
+        """``find_job(token)``, looking again while a job sent at ``born`` may still be invisible."""
+        if not _patience.is_young(born, self.visibility_window):
+            return self._cloud(self.find_job, token, context, what="find_job", born=None)
+        looking = tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda found: found is None),
+            stop=lambda state: not _patience.is_young(born, self.visibility_window),
+            wait=_patience.VISIBILITY_WAIT,
+            sleep=self._sleep_between_polls,
+            retry_error_callback=lambda state: None,
+            before_sleep=lambda state: self._not_visible_yet("find_job", token, born),
+        )
+        return looking(self._cloud, self.find_job, token, context, what="find_job", born=None)
+
+    def _throttle_retrying(self, what: str) -> tenacity.Retrying:
+        """Retries of throttled calls: backoff with full jitter, for ``throttle_patience`` seconds."""
+
+        def throttled(state: tenacity.RetryCallState) -> None:
+            self._count("throttled")
+            self.log.info(
+                "The service throttled the call; trying again",
+                call=what,
+                attempt=state.attempt_number,
+                error=repr(state.outcome.exception()) if state.outcome else None,
+            )
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(self.is_throttling_error),
+            stop=tenacity.stop_after_delay(self.throttle_patience),
+            wait=_patience.THROTTLE_WAIT,
+            sleep=self._sleep_between_polls,
+            reraise=True,
+            before_sleep=throttled,
+        )
+
+    def _is_retryable(self, error: BaseException) -> bool:
+        """``cloud_retry``'s part: transient errors but throttling, which has its own patience."""
+        return self.is_transient_error(error) and not self.is_throttling_error(error)
+
+    def _born_of(self, external_id: Any) -> str | None:
+        """When the current record's job was submitted, if ``external_id`` is that job."""
+        record = self._current_record
+        if record is None or record.external_id is None or record.external_id != external_id:
+            return None
+        return record.created_at
+
+    def _not_visible_yet(self, what: str, subject: Any, born: str | None) -> None:
+        self._count("visibility_wait")
+        self.log.info(
+            "Job not visible yet; the service may not list a new job at once, looking again",
+            call=what,
+            subject=subject,
+            submitted_at=born,
+            visibility_window=self.visibility_window,
+        )
 
     def _store_get(self, store: TaskStateStoreAccessor, key: str) -> JsonValue:
         return self.state_store_retry.call(

@@ -239,7 +239,7 @@ class ResumableOperatorContract(InterruptionContract):
     def test_expired_job_raises_job_not_found(self, cloud: CloudDriver) -> None:
         """
         A job the service forgot is reported with JobNotFoundError (not a pseudo-state), and the
-        retry submits the next generation.
+        retry submits the next generation once the job is older than its visibility window.
         """
 
         def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
@@ -250,7 +250,9 @@ class ResumableOperatorContract(InterruptionContract):
             probe.cloud.finish(external_id, succeeded=True)
 
         probe = ScenarioProbe(cloud, on_poll)
-        outcome = self._run(cloud, probe)
+        # Expired, not young: within its visibility window a job the service does not find is
+        # waited for (it may not be visible yet); a 1 s window makes the forgotten job old at once.
+        outcome = self._run(cloud, probe, visibility_window=1.0)
         assert probe.expired_reads != [], "nothing asked the service about the expired job"
         assert set(probe.expired_reads) == {"raised JobNotFoundError"}, (
             f"get_job_status on an expired job: {probe.expired_reads}; it must raise "
