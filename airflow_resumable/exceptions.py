@@ -15,6 +15,7 @@ __all__ = [
     "ResumeLimitError",
     "StateStoreUnavailableError",
     "StoppedByUserError",
+    "ThrottledError",
     "TransientCloudError",
 ]
 
@@ -47,6 +48,17 @@ class JobNotFoundError(ResumableError):
 
 class TransientCloudError(ResumableError):
     """A cloud call failed in a way worth retrying (throttling, 5xx, lost connection)."""
+
+
+class ThrottledError(TransientCloudError):
+    """
+    The service refused a call for its rate (HTTP 429, ``ThrottlingException``): nothing was done.
+
+    The mixin's default ``is_throttling_error`` recognises it; a provider that wraps its
+    service's throttling answers in it gets the throttling patience without overriding the hook.
+
+    .. versionadded:: 0.4.0
+    """
 
 
 class CorruptRecordError(ResumableError, AirflowFailException):

@@ -27,6 +27,7 @@ from airflow_resumable.exceptions import (
     JobFailedError,
     JobNotFoundError,
     StateStoreUnavailableError,
+    ThrottledError,
     TransientCloudError,
 )
 from airflow_resumable.ledger import (
@@ -258,11 +259,11 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
 
         A throttled call was not carried out, so it is sent again, for up to
         ``throttle_patience`` seconds, without counting against ``cloud_retry`` and even for a
-        submission the service cannot deduplicate. False by default.
+        submission the service cannot deduplicate. By default: :class:`~.exceptions.ThrottledError`.
 
         .. versionadded:: 0.4.0
         """
-        return False
+        return isinstance(error, ThrottledError)
 
     def is_valid_external_id(self, value: JsonValue) -> bool:
         """True if ``value`` can be an id of this service; guards against foreign stored values."""

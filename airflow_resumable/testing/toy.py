@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_resumable.exceptions import JobNotFoundError, TransientCloudError
+from airflow_resumable.exceptions import JobNotFoundError, ThrottledError, TransientCloudError
 from airflow_resumable.mixin import ResumableJobMixin
 from airflow_resumable.record import fingerprint_of
 
@@ -69,6 +69,7 @@ class ToyJobService:
     submissions: list[str] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     failing_calls: dict[str, int] = field(default_factory=dict)
+    throttled_calls: dict[str, int] = field(default_factory=dict)
     lost_responses: dict[str, int] = field(default_factory=dict)
     complete_after_polls: int | None = None
     polls: dict[str, int] = field(default_factory=dict)
@@ -131,6 +132,11 @@ class ToyJobService:
         with self._lock:
             self.failing_calls[call] = times
 
+    def throttle_next(self, call: str, times: int = 1) -> None:
+        """Refuse the next ``times`` calls of ``call`` with :class:`ThrottledError` (nothing is done)."""
+        with self._lock:
+            self.throttled_calls[call] = times
+
     def lose_next_response(self, call: str, times: int = 1) -> None:
         """Carry out the next ``times`` calls of ``call`` but answer with a transient error."""
         with self._lock:
@@ -142,6 +148,9 @@ class ToyJobService:
             raise TransientCloudError(f"toy service: {call} was carried out but the response was lost")
 
     def _maybe_fail(self, call: str) -> None:
+        if self.throttled_calls.get(call, 0) > 0:
+            self.throttled_calls[call] -= 1
+            raise ThrottledError(f"toy service: {call} throttled")
         if self.failing_calls.get(call, 0) > 0:
             self.failing_calls[call] -= 1
             raise TransientCloudError(f"toy service: injected transient failure of {call}")
@@ -252,5 +261,5 @@ class ToyDriver:
         self.service.expire(str(external_id))
 
     def throttle_next_submit(self) -> None:
-        """Make the next submit raise a transient error (nothing is created)."""
-        self.service.fail_next("submit")
+        """Refuse the next submit with :class:`ThrottledError` (nothing is created)."""
+        self.service.throttle_next("submit")

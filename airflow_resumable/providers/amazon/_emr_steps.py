@@ -108,6 +108,7 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
     external_id_key = "emr_step_ids"
     submission_is_idempotent: ClassVar[bool] = False
     service_name: ClassVar[str] = _SERVICE
+    visibility_key: ClassVar[str] = "emr_steps"
 
     @property
     def resumable_poll_interval(self) -> float:

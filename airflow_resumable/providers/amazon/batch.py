@@ -91,6 +91,7 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
     external_id_key = "aws_batch_job_id"
     submission_is_idempotent: ClassVar[bool] = False
     service_name: ClassVar[str] = _SERVICE
+    visibility_key: ClassVar[str] = "batch"
 
     if TYPE_CHECKING:
         poll_interval: int

@@ -44,6 +44,7 @@ __all__ = [
     "AwsJobMixin",
     "error_code",
     "find_in_pages",
+    "is_throttling_aws_error",
     "is_transient_aws_error",
     "name_with_token",
     "no_retry_client",
@@ -75,6 +76,8 @@ THROTTLING_CODES = frozenset(
         "RequestTimeoutException",
     }
 )
+#: The throttling codes among them: the service refused the call (timeouts may have been carried out).
+REFUSED_CODES = THROTTLING_CODES - {"RequestTimeout", "RequestTimeoutException"}
 #: One attempt per call: a lost response to a submission that has no idempotency token must not be
 #: re-sent by botocore; the mixin retries instead, after asking ``find_job``. (``max_attempts`` in
 #: botocore counts *retries*, so ``max_attempts=1`` would still re-send once.)
@@ -94,6 +97,19 @@ def is_transient_aws_error(error: BaseException) -> bool:
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         return error_code(error) in THROTTLING_CODES or status == 429 or status >= 500
     return isinstance(error, (ConnectionError, HTTPClientError))
+
+
+def is_throttling_aws_error(error: BaseException) -> bool:
+    """
+    A call the service refused for its rate: a throttling code (botocore's standard retry mode's
+    list) or HTTP 429. Such a call was not carried out.
+
+    .. versionadded:: 0.4.0
+    """
+    if not isinstance(error, ClientError):
+        return False
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return status == 429 or error_code(error) in REFUSED_CODES
 
 
 def no_retry_client(hook: Any) -> Any:
@@ -309,12 +325,19 @@ class AwsJobMixin(ResumableJobMixin):
         return fingerprint
 
     def _retrying(self, fn: Callable[..., T], *args: Any, what: str, **kwargs: Any) -> T:
-        """Call ``fn`` with ``cloud_retry`` on transient errors (for calls outside the mixin's own)."""
-        return self.cloud_retry.call(fn, *args, is_retryable=self.is_transient_error, what=what, **kwargs)
+        """
+        ``fn`` as a cloud call outside the mixin's own (:meth:`ResumableJobMixin._cloud`): transient
+        errors retried, throttling waited out, and a job that is not visible yet waited for.
+        """
+        return cast("T", self._cloud(fn, *args, what=what, **kwargs))
 
     def is_transient_error(self, error: BaseException) -> bool:
         """Throttling (``ThrottlingException`` and kin), 429, 5xx and connection errors."""
         return is_transient_aws_error(error) or super().is_transient_error(error)
+
+    def is_throttling_error(self, error: BaseException) -> bool:
+        """Throttling codes (``ThrottlingException``, ``TooManyRequestsException``, ...) and 429."""
+        return is_throttling_aws_error(error) or super().is_throttling_error(error)
 
     def poll_until_complete(self, external_id: JsonValue, context: Context) -> None:
         """

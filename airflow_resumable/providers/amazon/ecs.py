@@ -206,6 +206,7 @@ class ResumableEcsRunTaskOperator(AwsJobMixin, EcsRunTaskOperator):
     external_id_key = "ecs_task_arn"
     submission_is_idempotent: ClassVar[bool] = True
     service_name: ClassVar[str] = _SERVICE
+    visibility_key: ClassVar[str] = "ecs"
 
     #: Set by :meth:`get_job_result` for a task that stopped with an exit code of ``skip_on_exit_code``.
     _skip_message: str | None = None

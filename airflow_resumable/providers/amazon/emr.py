@@ -111,6 +111,7 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
     external_id_key = "emr_serverless_job_run_id"
     submission_is_idempotent: ClassVar[bool] = True
     service_name: ClassVar[str] = "EMR Serverless"
+    visibility_key: ClassVar[str] = "emr_serverless"
     deferral_always_waits: ClassVar[bool] = False  # stock: deferrable waits only with wait_for_completion
 
     @property
@@ -307,6 +308,7 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
     external_id_key = "emr_containers_job_run_id"
     submission_is_idempotent: ClassVar[bool] = True
     service_name: ClassVar[str] = "EMR on EKS"
+    visibility_key: ClassVar[str] = "emr_containers"
 
     @property
     def resumable_poll_interval(self) -> float:

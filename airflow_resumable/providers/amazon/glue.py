@@ -149,6 +149,7 @@ class ResumableGlueJobOperator(AwsJobMixin, GlueJobOperator):
     external_id_key = "glue_job_run_id"
     submission_is_idempotent: ClassVar[bool] = False
     service_name: ClassVar[str] = _SERVICE
+    visibility_key: ClassVar[str] = "glue"
 
     _log_tokens: GlueJobHook.LogContinuationTokens | None = None
 

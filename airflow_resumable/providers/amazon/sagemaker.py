@@ -100,6 +100,7 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
     """
 
     submission_is_idempotent: ClassVar[bool] = True
+    visibility_key: ClassVar[str] = "sagemaker"
     #: Stock: ``deferrable`` only matters with ``wait_for_completion``.
     deferral_always_waits: ClassVar[bool] = False
     #: ``Training`` or ``Processing``: the trigger's ``job_type`` and the return value's key.

@@ -189,6 +189,7 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
     external_id_key = "sfn_execution_arn"
     submission_is_idempotent: ClassVar[bool] = True
     service_name: ClassVar[str] = _SERVICE
+    visibility_key: ClassVar[str] = "step_functions"
 
     def __init__(self, *, wait_for_completion: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -50,6 +50,7 @@ class DatabricksRunMixin(ResumableJobMixin):
 
     submission_is_idempotent: ClassVar[bool] = True
     service_name: ClassVar[str] = "Databricks"
+    visibility_key: ClassVar[str] = "databricks"
     #: ``"runs/submit"`` or ``"run-now"``: part of the spec fingerprint.
     _endpoint: ClassVar[str] = ""
 
@@ -150,17 +151,7 @@ class DatabricksRunMixin(ResumableJobMixin):
 
         :raises JobNotFoundError: runs/get answered 404, or 400 "does not exist" (expired history).
         """
-        run_id = as_run_id(external_id)
-        try:
-            run = self._hook.get_run(run_id)
-        except DatabricksApiError as err:
-            if _is_missing_run(err):
-                raise JobNotFoundError(
-                    f"Databricks run {run_id} does not exist (its history expired or it was deleted)."
-                ) from err
-            raise
-        self._last_run = (run_id, run)
-        return _status.run_status(run)
+        return _status.run_status(self._fetch_run(as_run_id(external_id)))
 
     def is_job_active(self, status: str) -> bool:
         """Active life cycle states, a repair in progress, and states we do not know."""
@@ -246,6 +237,21 @@ class DatabricksRunMixin(ResumableJobMixin):
             )
         return False
 
+    def is_throttling_error(self, error: BaseException) -> bool:
+        """
+        HTTP 429 (``REQUEST_LIMIT_EXCEEDED``), also once the hook's own retries gave up on it:
+        the workspace refused the call, so it is sent again within ``throttle_patience``.
+        """
+        if super().is_throttling_error(error):
+            return True
+        if isinstance(error, DatabricksApiError):
+            return error.http_status_code == 429
+        last: BaseException | None = error
+        if isinstance(error.__cause__, RetryError):
+            last = error.__cause__.last_attempt.exception()
+        response = getattr(last, "response", None)
+        return isinstance(last, requests.HTTPError) and getattr(response, "status_code", None) == 429
+
     def is_valid_external_id(self, value: JsonValue) -> bool:
         """A Databricks run id: a positive integer (or its decimal string)."""
         if isinstance(value, bool):
@@ -270,10 +276,21 @@ class DatabricksRunMixin(ResumableJobMixin):
         """
         return False  # SubmitRun has no repair_run; RunNow overrides
 
+    def _fetch_run(self, run_id: int) -> dict[str, Any]:
+        """runs/get, kept as the last run read; :class:`JobNotFoundError` for a missing run."""
+        try:
+            run: dict[str, Any] = self._hook.get_run(run_id)
+        except DatabricksApiError as err:
+            if _is_missing_run(err):
+                raise JobNotFoundError(
+                    f"Databricks run {run_id} does not exist (its history expired or it was deleted)."
+                ) from err
+            raise
+        self._last_run = (run_id, run)
+        return run
+
     def _current_status(self, run_id: int, context: Context) -> str:
-        return self.cloud_retry.call(
-            self.get_job_status, run_id, context, is_retryable=self.is_transient_error, what="get_job_status"
-        )
+        return str(self._cloud(self.get_job_status, run_id, context, what="get_job_status"))
 
     def _cached_run(self, run_id: int) -> dict[str, Any]:
         cached = self.__dict__.get("_last_run")
@@ -313,10 +330,7 @@ class DatabricksRunMixin(ResumableJobMixin):
         cached = self.__dict__.get("_last_run")
         if cached is not None and cached[0] == run_id and field in cached[1]:
             return cached[1][field]
-        run = self.cloud_retry.call(
-            self._hook.get_run, run_id, is_retryable=self.is_transient_error, what="get_run"
-        )
-        self._last_run = (run_id, run)
+        run: dict[str, Any] = self._cloud(self._fetch_run, run_id, what="get_run")
         return run.get(field)
 
     def _defer(self, run_id: int, context: Context) -> None:
