@@ -27,6 +27,15 @@ Contract:
 - **Faults**: :meth:`~FakeDatabricksControl.inject_fault` makes the next calls to one endpoint fail,
   before handling or after it (the request takes effect, the client sees the error).
 - **Ledger**: every API call is a :class:`LedgerEntry`; control calls are not recorded.
+- **Realism** (:class:`~airflow_resumable.testing.realism.Realism`, ``realism=`` and
+  :meth:`~FakeDatabricksControl.set_realism`): a new run is missing from runs/get, runs/get-output,
+  runs/cancel, runs/repair and runs/list for ``visibility_lag`` seconds (an idempotency-token
+  replay still returns its id); past ``throttle_burst`` calls at ``throttle_rate`` per second every
+  API call answers 429 ``REQUEST_LIMIT_EXCEEDED`` with a ``Retry-After`` header; runs/list pages
+  at 20 (at most 25) and jobs/list at 20 (at most 100), capped by ``page_size``, with
+  ``page_token``/``offset``, ``next_page_token`` and ``has_more``; a run that ended ``retention``
+  seconds ago is gone from the history. The default, ``Realism.documented()``, adds only the
+  documented page sizes. Each behaviour's public source is in ``docs/testing/fidelity.md``.
 
 Point Airflow at it with :func:`databricks_connection_env`. The hook keeps only the *hostname* of
 the connection host (it drops scheme and port) and builds ``{schema or "https"}://{host}:{port}``,
@@ -51,15 +60,11 @@ import urllib.request
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_resumable.testing._databricks_app import (
-    FakeDatabricksError,
-    FakeDatabricksState,
-    LedgerEntry,
-    canonical_endpoint,
-    main,
-    serve,
-)
+from airflow_resumable.testing._databricks_app import main, serve
+from airflow_resumable.testing._databricks_state import FakeDatabricksState
+from airflow_resumable.testing._databricks_wire import FakeDatabricksError, LedgerEntry, canonical_endpoint
 from airflow_resumable.testing._service_process import ServiceProcess
+from airflow_resumable.testing.realism import Realism
 
 if TYPE_CHECKING:
     import os
@@ -147,6 +152,10 @@ class FakeDatabricksControl(Protocol):
         """Switch between ``"manual"`` and ``"clock"`` lifecycles."""
         ...
 
+    def set_realism(self, realism: Realism) -> None:
+        """Switch the fake's realism (visibility lag, throttling, page size, retention) from now on."""
+        ...
+
     def create_job(self, name: str, settings: dict[str, Any] | None = None) -> int:
         """Create a job for run-now and return its ``job_id``."""
         ...
@@ -216,6 +225,8 @@ class FakeDatabricks(FakeDatabricksControl):
     :param final_result: result state of a run the clock terminates.
     :param pending_polls: runs/get calls that see a new run ``PENDING`` before it is ``RUNNING``.
     :param missing_run_status: 404 (default) or 400: the status for an unknown or expired run.
+    :param realism: how unkind the fake is; ``Realism.documented()`` (documented page sizes only)
+        when None.
     :param port: port on 127.0.0.1; 0 picks a free one.
     """
 
@@ -227,6 +238,7 @@ class FakeDatabricks(FakeDatabricksControl):
         final_result: str = "SUCCESS",
         pending_polls: int = 1,
         missing_run_status: int = 404,
+        realism: Realism | None = None,
         port: int = 0,
     ) -> None:
         self.state = FakeDatabricksState(
@@ -235,6 +247,7 @@ class FakeDatabricks(FakeDatabricksControl):
             final_result=final_result,
             pending_polls=pending_polls,
             missing_run_status=missing_run_status,
+            realism=realism,
         )
         self._requested_port = port
         self._server: BaseWSGIServer | None = None
@@ -336,6 +349,14 @@ class FakeDatabricks(FakeDatabricksControl):
         self, lifecycle: str, *, run_duration: float | None = None, final_result: str | None = None
     ) -> None:
         self.state.set_lifecycle(lifecycle, run_duration=run_duration, final_result=final_result)
+
+    def set_realism(self, realism: Realism) -> None:
+        self.state.set_realism(realism)
+
+    @property
+    def realism(self) -> Realism:
+        """The realism in force."""
+        return self.state.realism
 
     def create_job(self, name: str, settings: dict[str, Any] | None = None) -> int:
         return self.state.create_job(name, settings)
@@ -451,6 +472,14 @@ class FakeDatabricksClient(FakeDatabricksControl):
         args = {"lifecycle": lifecycle, "run_duration": run_duration, "final_result": final_result}
         self._call("POST", "/fake/lifecycle", args)
 
+    def set_realism(self, realism: Realism) -> None:
+        self._call("POST", "/fake/realism", realism.to_dict())
+
+    @property
+    def realism(self) -> Realism:
+        """The realism in force in the fake."""
+        return Realism.from_dict(self._call("GET", "/fake/realism"))
+
     def create_job(self, name: str, settings: dict[str, Any] | None = None) -> int:
         return int(self._call("POST", "/fake/jobs", {"name": name, "settings": settings})["job_id"])
 
@@ -481,6 +510,7 @@ class FakeDatabricksProcess(ServiceProcess):
     :param final_result: result state of a run the clock terminates.
     :param pending_polls: runs/get calls that see a new run ``PENDING`` before it is ``RUNNING``.
     :param missing_run_status: 404 or 400, the status for an unknown or expired run.
+    :param realism: how unkind the fake is (``--realism``); ``Realism.documented()`` when None.
     :param startup_timeout: seconds to wait for ``READY``.
     :param log_path: file for the process's log (stderr); inherited from this process when None.
     """
@@ -495,12 +525,15 @@ class FakeDatabricksProcess(ServiceProcess):
         final_result: str = "SUCCESS",
         pending_polls: int = 1,
         missing_run_status: int = 404,
+        realism: Realism | None = None,
         startup_timeout: float = 30.0,
         log_path: str | os.PathLike[str] | None = None,
     ) -> None:
         args = [f"--lifecycle={lifecycle}", f"--run-duration={run_duration}"]
         args += [f"--final-result={final_result}", f"--pending-polls={pending_polls}"]
         args += [f"--missing-run-status={missing_run_status}"]
+        if realism is not None:
+            args.append(f"--realism={json.dumps(realism.to_dict())}")
         super().__init__(
             "airflow_resumable.testing.databricks", args, startup_timeout=startup_timeout, log_path=log_path
         )
@@ -579,3 +612,11 @@ class FakeDatabricksDriver:
     def throttle_next_submit(self) -> None:
         """Answer the next submit call with HTTP 429 (nothing is created)."""
         self.fake.inject_fault(self.submit_endpoint, 429)
+
+    def set_realism(self, realism: Realism) -> None:
+        """
+        Switch the fake's realism (visibility lag, throttling, page size, retention) from now on.
+
+        .. versionadded:: 0.4.0
+        """
+        self.fake.set_realism(realism)
