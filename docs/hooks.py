@@ -12,6 +12,11 @@ A directive stands alone on a line, outside fenced code:
 - ``{{ resumable_custody_table() }}`` is replaced by the table of task state x user action ->
   what happens to the remote job and who watches it, generated from
   ``airflow_resumable._custody.TABLE``, the table the code itself consults.
+- ``{{ fake_fidelity_table() }}`` is replaced by the table of fake service x behaviour ->
+  reproduced / not reproduced / not documented, with each behaviour's public source, generated
+  from the entries the fakes declare (``airflow_resumable.testing.realism.fidelity_rows``).
+- ``{{ visibility_window_table() }}`` is replaced by the table of every shipped operator's
+  visibility window and its key in ``[resumable] visibility_window_seconds``, read from the classes.
 
 ``tests/test_docs_examples.py`` runs the same functions over every page.
 """
@@ -32,10 +37,17 @@ EXAMPLES_DIR = "system_tests/dags"
 
 _DIRECTIVE_LINE = re.compile(r"^[ \t]*\{\{\s*(?P<name>[a-z_]+)\((?P<args>.*)\)\s*\}\}[ \t]*$")
 _DIRECTIVE_ANYWHERE = re.compile(
-    r"\{\{\s*(?P<name>include_example|resumable_config_options|resumable_custody_table)\b"
+    r"\{\{\s*(?P<name>include_example|resumable_config_options|resumable_custody_table|fake_fidelity_table"
+    r"|visibility_window_table)\b"
 )
 _FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})")
-_ARITY = {"include_example": 2, "resumable_config_options": 0, "resumable_custody_table": 0}
+_ARITY = {
+    "include_example": 2,
+    "resumable_config_options": 0,
+    "resumable_custody_table": 0,
+    "fake_fidelity_table": 0,
+    "visibility_window_table": 0,
+}
 
 
 class DocsDirectiveError(PluginError):
@@ -160,6 +172,49 @@ def custody_table_markdown() -> str:
     return "\n".join(rows)
 
 
+def fidelity_table_markdown() -> str:
+    """Per fake service and behaviour: what the fake does, whether the service does it, the source."""
+    from airflow_resumable.testing.realism import fidelity_rows
+
+    rows = ["| service | behaviour | fidelity | what the fake does | source |", "|---|---|---|---|---|"]
+    for entry in fidelity_rows():
+        how = entry.how + (f" *{entry.note}*" if entry.note else "")
+        source = f"[{_source_label(entry.source)}]({entry.source})" if entry.source else "—"
+        behaviour = entry.behaviour.replace("_", " ")
+        rows.append(f"| {entry.service} | {behaviour} | {entry.status} | {_cell(how)} | {source} |")
+    return "\n".join(rows)
+
+
+def _source_label(url: str) -> str:
+    """A short label for a source link: ``apache/airflow#38998`` or the page's host and last segment."""
+    match = re.match(r"https://github\.com/([^/]+/[^/]+)/(?:issues|pull)/(\d+)", url)
+    if match:
+        return f"{match[1]}#{match[2]}"
+    host, _, path = url.removeprefix("https://").partition("/")
+    last = path.rstrip("/").rsplit("/", 1)[-1].split("#")[0] or host
+    return f"{host}: {last}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def visibility_window_table_markdown() -> str:
+    """Every shipped operator's visibility window and configuration key."""
+    import importlib
+
+    rows = [
+        "| operator | key in `visibility_window_seconds` | default window |",
+        "|---|---|---|",
+    ]
+    for package in ("databricks", "amazon"):
+        module = importlib.import_module(f"airflow_resumable.providers.{package}")
+        for name in module.__all__:
+            cls = getattr(module, name)
+            rows.append(f"| `{name}` | `{cls.visibility_key}` | {cls.default_visibility_window:g} s |")
+    return "\n".join(rows)
+
+
 def operator_argument(option: str) -> str:
     """The operator argument that overrides an option (``resume_delay_seconds`` -> ``resume_delay``)."""
     from airflow_resumable._config import OPTIONS
@@ -182,6 +237,10 @@ def render(markdown: str, root: Path) -> str:
             block = f'```python title="{Path(path).name}"\n{example_code(root, path, marker)}\n```'
         elif directive.name == "resumable_custody_table":
             block = custody_table_markdown()
+        elif directive.name == "fake_fidelity_table":
+            block = fidelity_table_markdown()
+        elif directive.name == "visibility_window_table":
+            block = visibility_window_table_markdown()
         else:
             block = config_options_markdown()
         lines[number - 1] = textwrap.indent(block, indent)

@@ -114,3 +114,30 @@ class TestTheHook:
         """Showing the directive's syntax in a code block does not expand it."""
         page = '```\n{{ include_example("nowhere.py", "x") }}\n```\n'
         assert hooks.render(page, ROOT) == page
+
+
+class TestGeneratedTables:
+    def test_the_window_table_lists_every_operator_with_its_key(self) -> None:
+        """concepts.md renders one row per shipped operator, read from the classes."""
+        from airflow_resumable.providers import amazon, databricks
+
+        page = (DOCS / "concepts.md").read_text()
+        assert "visibility_window_table" in {d.name for d in hooks.find_directives(page)}
+        table = hooks.visibility_window_table_markdown()
+        for name in [*amazon.__all__, *databricks.__all__]:
+            cls = getattr(amazon, name, None) or getattr(databricks, name)
+            assert f"| `{name}` | `{cls.visibility_key}` |" in table
+            assert cls.visibility_key, f"{name} has no visibility_key"
+
+    def test_the_fidelity_page_renders_every_declared_entry(self) -> None:
+        from airflow_resumable.testing.realism import fidelity_rows
+
+        page = (DOCS / "fidelity.md").read_text()
+        assert "fake_fidelity_table" in {d.name for d in hooks.find_directives(page)}
+        rows = fidelity_rows()
+        table = hooks.fidelity_table_markdown().splitlines()
+        assert len(table) == 2 + len(rows)
+        for entry, line in zip(rows, table[2:], strict=True):
+            assert line.startswith(
+                f"| {entry.service} | {entry.behaviour.replace('_', ' ')} | {entry.status} |"
+            )
