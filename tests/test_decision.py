@@ -292,3 +292,48 @@ class TestStoppedByUser:
         value = record.evolve(stop_requested={"at": 1.0}).to_json()
         decision = decide(value, None, backend({"j1": "CANCELLED"}))
         assert decision.reason == "prior_stopped" and decision.supersedes is None
+
+
+class TestPatience:
+    """The decision hands a job's age to the patient calls, and only where the age is known."""
+
+    def patient(self, **kwargs: Any) -> tuple[Backend, list[tuple[str, Any, Any]]]:
+        calls: list[tuple[str, Any, Any]] = []
+        plain = backend(**kwargs)
+
+        def await_status(job_id: Any, born: Any) -> str:
+            calls.append(("status", job_id, born))
+            return plain.get_status(job_id)
+
+        def await_find(token: str, born: Any) -> Any:
+            calls.append(("find", token, born))
+            assert plain.find_job is not None
+            return plain.find_job(token)
+
+        return dataclasses.replace(plain, await_status=await_status, await_find=await_find), calls
+
+    def test_a_recorded_job_is_judged_with_its_age(self) -> None:
+        record, value = stored("j1")
+        patient, calls = self.patient(statuses={"j1": "RUNNING"})
+        assert decide(value, None, patient).reason == "reconnect"
+        assert calls == [("status", "j1", record.created_at)]
+
+    def test_an_intent_is_looked_up_with_its_age(self) -> None:
+        record, value = stored()
+        patient, calls = self.patient(statuses={"j1": "RUNNING"}, idempotent=False, found="j1")
+        assert decide(value, None, patient).reason == "token_reconnect"
+        assert calls == [("find", record.token, record.created_at), ("status", "j1", record.created_at)]
+
+    def test_a_stock_id_has_no_known_age(self) -> None:
+        """The stock operator's bare id: asked once, plainly; not found means gone."""
+        patient, calls = self.patient()
+        assert decide(None, "j9", patient).reason == "prior_not_found"
+        assert calls == []
+
+    def test_a_record_without_created_at_is_asked_plainly(self) -> None:
+        """0.1.0 records carry no age: the plain call, as before."""
+        _, value = stored("j1")
+        patient, calls = self.patient(statuses={"j1": "RUNNING"})
+        old = {**value, "created_at": None}  # type: ignore[dict-item]
+        assert decide(old, None, patient).reason == "reconnect"
+        assert calls == []
