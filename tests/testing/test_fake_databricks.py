@@ -10,6 +10,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import requests
+from airflow.exceptions import AirflowException
 from airflow.providers.databricks.exceptions import DatabricksApiError
 from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
 from airflow.providers.databricks.operators.databricks import (
@@ -18,17 +20,20 @@ from airflow.providers.databricks.operators.databricks import (
 )
 from tenacity import stop_after_attempt, wait_fixed
 
+from airflow_resumable.providers.databricks.operators import ResumableDatabricksSubmitRunOperator
 from airflow_resumable.testing.databricks import (
     FakeDatabricks,
     FakeDatabricksClient,
     FakeDatabricksControl,
+    FakeDatabricksDriver,
     FakeDatabricksError,
     FakeDatabricksProcess,
     databricks_connection_env,
 )
+from airflow_resumable.testing.realism import BEHAVIOURS, Realism, fidelity_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 # The hook's default wait is exponential with multiplier 1: retry_delay=0.01 still sleeps 1 s, then 2 s.
@@ -588,7 +593,10 @@ class TestStalledResponses:
 
         from airflow_resumable.testing.databricks import FakeDatabricks
 
-        spec = {"run_name": "s", "tasks": [{"task_key": "t", "notebook_task": {"notebook_path": "/x"}}]}
+        spec: dict[str, Any] = {
+            "run_name": "s",
+            "tasks": [{"task_key": "t", "notebook_task": {"notebook_path": "/x"}}],
+        }
         with FakeDatabricks() as fake:
             fake.stall_responses("runs/submit", seconds=2.0)
             answered = threading.Event()
@@ -607,3 +615,270 @@ class TestStalledResponses:
             assert not answered.is_set(), "...while the client still waits"
             thread.join(5)
             assert answered.is_set()
+
+
+def _realistic_fake(monkeypatch: pytest.MonkeyPatch, realism: Realism, **kwargs: Any) -> FakeDatabricks:
+    """A started fake with ``realism``, ``databricks_default`` pointing at it (the caller stops it)."""
+    server = FakeDatabricks(realism=realism, **kwargs).start()
+    for key, value in databricks_connection_env(server.url).items():
+        monkeypatch.setenv(key, value)
+    return server
+
+
+@pytest.fixture
+def realistic(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[FakeDatabricks]:
+    """A started fake with the realism the test passes as the indirect parameter."""
+    server = _realistic_fake(monkeypatch, request.param)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded, polling every 20 ms) until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"condition not met after {timeout}s")
+        time.sleep(0.02)
+
+
+def _list(hook: DatabricksHook, endpoint: str, version: str = "2.2", **params: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = hook._do_api_call(("GET", f"{version}/jobs/{endpoint}"), params)
+    return answer
+
+
+def _listed_run_ids(hook: DatabricksHook, **params: Any) -> list[int]:
+    return [run["run_id"] for run in _list(hook, "runs/list", **params).get("runs", [])]
+
+
+def _visible(hook: DatabricksHook, run_id: int) -> bool:
+    try:
+        hook.get_run_state(run_id)
+    except DatabricksApiError:
+        return False
+    return True
+
+
+LAG = Realism(visibility_lag=0.3)
+
+
+class TestVisibilityLag:
+    """A new run is missing from reads for ``visibility_lag`` seconds."""
+
+    @pytest.mark.parametrize("realistic", [LAG], indirect=True)
+    def test_new_run_is_hidden_from_get_and_list_then_shown(self, realistic: FakeDatabricks) -> None:
+        """runs/get answers "does not exist" and runs/list omits the run until the lag has passed."""
+        hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+        run_id = hook.submit_run(NOTEBOOK_RUN)
+        with pytest.raises(DatabricksApiError, match="does not exist") as err:
+            hook.get_run_state(run_id)
+        assert err.value.http_status_code == 404
+        assert run_id not in _listed_run_ids(hook)
+        assert realistic.get_run(run_id)["run_id"] == run_id  # the test's own view is never late
+        _until(lambda: _visible(hook, run_id))
+        assert _listed_run_ids(hook) == [run_id]
+
+    @pytest.mark.parametrize("realistic", [LAG], indirect=True)
+    def test_run_now_runs_are_hidden_from_the_jobs_runs_list(self, realistic: FakeDatabricks) -> None:
+        """A run-now run is missing from runs/list?job_id=... during the lag, then listed."""
+        hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+        job_id = realistic.create_job("nightly")
+        run_id = hook.run_now({"job_id": job_id})
+        assert _listed_run_ids(hook, job_id=job_id) == []
+        _until(lambda: _listed_run_ids(hook, job_id=job_id) == [run_id])
+
+    def test_hidden_run_answers_exactly_as_an_unknown_run(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With missing_run_status=400 a hidden run and an unknown run get the same 400 answer."""
+        server = _realistic_fake(monkeypatch, Realism(visibility_lag=60.0), missing_run_status=400)
+        try:
+            run_id = DatabricksHook(retry_args=RETRY_ARGS).submit_run(NOTEBOOK_RUN)
+            for endpoint in ("runs/get", "runs/get-output"):
+                hidden = server.state.handle_api("GET", f"2.2/jobs/{endpoint}", {"run_id": str(run_id)})
+                unknown = server.state.handle_api("GET", f"2.2/jobs/{endpoint}", {"run_id": "999999"})
+                assert hidden == (400, _not_found(run_id))
+                assert unknown == (400, _not_found(999999))
+            cancel = server.state.handle_api("POST", "2.2/jobs/runs/cancel", {"run_id": run_id})
+            assert cancel == (400, _not_found(run_id))
+        finally:
+            server.stop()
+
+    @pytest.mark.parametrize("realistic", [Realism(visibility_lag=60.0)], indirect=True)
+    def test_token_replay_during_the_lag_returns_the_same_run(self, realistic: FakeDatabricks) -> None:
+        """A submit replayed with its idempotency token while the run is hidden gets the same run_id."""
+        hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+        first = hook.submit_run({**NOTEBOOK_RUN, "idempotency_token": "ti-1"})
+        assert not _visible(hook, first)
+        assert hook.submit_run({**NOTEBOOK_RUN, "idempotency_token": "ti-1"}) == first
+        assert [entry.run_id for entry in realistic.submissions()] == [first]
+
+
+def _not_found(run_id: int) -> dict[str, str]:
+    return {"error_code": "INVALID_PARAMETER_VALUE", "message": f"Run {run_id} does not exist."}
+
+
+class TestThrottling:
+    """Calls past the burst at the sustained rate answer 429 REQUEST_LIMIT_EXCEEDED with Retry-After."""
+
+    @pytest.mark.parametrize("realistic", [Realism(throttle_rate=0.5, throttle_burst=3)], indirect=True)
+    def test_burst_passes_then_429_with_retry_after(self, realistic: FakeDatabricks) -> None:
+        """Three calls pass; the fourth answers 429, a whole-second Retry-After and a Databricks body."""
+        url, auth = f"{realistic.url}/api/2.2/jobs/runs/get", {"Authorization": "Bearer t"}
+        answers = [requests.get(url, params={"run_id": "1"}, headers=auth, timeout=5) for _ in range(4)]
+        assert [answer.status_code for answer in answers] == [404, 404, 404, 429]
+        assert answers[-1].headers["Retry-After"] == "2"  # one token at 0.5/s
+        assert answers[-1].json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+        last = realistic.ledger()[-1]
+        assert (last.status, last.throttled, last.handled, last.injected) == (429, True, False, False)
+
+    @pytest.mark.parametrize("realistic", [Realism(throttle_rate=0.5, throttle_burst=1)], indirect=True)
+    def test_throttled_submit_creates_nothing_and_takes_no_fault(self, realistic: FakeDatabricks) -> None:
+        """A throttled call is refused before the endpoint and before any injected fault."""
+        realistic.create_job("nightly")
+        url, auth = f"{realistic.url}/api/2.2/jobs/runs/submit", {"Authorization": "Bearer t"}
+        assert requests.get(f"{realistic.url}/api/2.2/jobs/list", headers=auth, timeout=5).status_code == 200
+        realistic.inject_fault("runs/submit", 500)
+        assert requests.post(url, json=NOTEBOOK_RUN, headers=auth, timeout=5).status_code == 429
+        assert realistic.submissions() == [] and realistic.runs() == []
+        assert realistic.state._take_fault("runs/submit") is not None  # the fault still waits
+
+    @pytest.mark.parametrize("realistic", [Realism(throttle_rate=2.0, throttle_burst=1)], indirect=True)
+    def test_hook_retries_a_429_until_the_bucket_refills(self, realistic: FakeDatabricks) -> None:
+        """The real hook retries the 429 by its own policy (a 0.6 s wait here) and then gets through."""
+        args = {"stop": stop_after_attempt(3), "wait": wait_fixed(0.6)}
+        hook = DatabricksHook(retry_limit=3, retry_args=args)
+        run_id = hook.submit_run(NOTEBOOK_RUN)  # takes the only token
+        assert hook.get_run_state(run_id).life_cycle_state == "PENDING"
+        assert [entry.status for entry in realistic.calls("runs/get")] == [429, 200]
+
+    @pytest.mark.parametrize("realistic", [Realism(throttle_rate=0.1, throttle_burst=1)], indirect=True)
+    def test_hook_gives_up_and_the_operator_sees_throttling(self, realistic: FakeDatabricks) -> None:
+        """Past its retries the hook raises; the resumable operator classifies that as throttling."""
+        hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+        run_id = hook.submit_run(NOTEBOOK_RUN)
+        with pytest.raises(AirflowException, match="failed 3 times") as err:
+            hook.get_run_state(run_id)
+        assert [entry.status for entry in realistic.calls("runs/get")] == [429] * 3
+        operator = ResumableDatabricksSubmitRunOperator(task_id="t", json=NOTEBOOK_RUN)
+        assert operator.is_throttling_error(err.value)
+
+
+def _run_ids(runs: list[dict[str, Any]]) -> list[int]:
+    return [run["run_id"] for run in runs]
+
+
+class TestPagination:
+    """runs/list and jobs/list page as the service documents, and page_size caps the page."""
+
+    def test_runs_list_pages_at_the_documented_default_of_20(
+        self, fake: FakeDatabricks, hook: DatabricksHook
+    ) -> None:
+        """23 runs: a first page of the 20 newest with next_page_token, then the last 3."""
+        created = [hook.submit_run(NOTEBOOK_RUN) for _ in range(23)]
+        first = _list(hook, "runs/list")
+        assert _run_ids(first["runs"]) == created[::-1][:20]
+        assert (first["has_more"], first["next_page_token"]) == (True, "20")
+        last = _list(hook, "runs/list", page_token=first["next_page_token"])
+        assert _run_ids(last["runs"]) == created[::-1][20:]
+        assert last["has_more"] is False and "next_page_token" not in last
+
+    def test_runs_list_limit_is_at_most_25(self, fake: FakeDatabricks, hook: DatabricksHook) -> None:
+        """limit=26 answers 400 INVALID_PARAMETER_VALUE; limit=0 means the maximum, 25."""
+        created = [hook.submit_run(NOTEBOOK_RUN) for _ in range(26)]
+        with pytest.raises(DatabricksApiError, match="INVALID_PARAMETER_VALUE"):
+            _list(hook, "runs/list", limit=26)
+        assert _run_ids(_list(hook, "runs/list", limit=0)["runs"]) == created[::-1][:25]
+
+    @pytest.mark.parametrize("realistic", [Realism(page_size=2)], indirect=True)
+    def test_page_size_caps_pages_followed_by_offset_and_page_token(self, realistic: FakeDatabricks) -> None:
+        """With page_size=2, API 2.1 offset paging and 2.2 page_token paging both see all 5 runs."""
+        hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+        created = [hook.submit_run(NOTEBOOK_RUN) for _ in range(5)]
+        by_offset: list[int] = []
+        for _ in range(10):  # bounded
+            page = _list(hook, "runs/list", version="2.1", offset=len(by_offset), limit=25)
+            by_offset += _run_ids(page["runs"])
+            if not page["has_more"]:
+                break
+        by_token: list[int] = []
+        token: str | None = ""
+        for _ in range(10):  # bounded
+            page = _list(hook, "runs/list", page_token=token)
+            by_token += _run_ids(page["runs"])
+            token = page.get("next_page_token")
+            if not token:
+                break
+        assert by_offset == by_token == created[::-1]
+        assert len(realistic.calls("runs/list")) == 6
+
+    @pytest.mark.parametrize("realistic", [Realism(page_size=2)], indirect=True)
+    def test_hook_list_jobs_follows_every_page(self, realistic: FakeDatabricks) -> None:
+        """The stock hook's list_jobs (limit 25) gets 2 jobs a page and follows next_page_token to 5."""
+        job_ids = [realistic.create_job(f"job-{n}") for n in range(5)]
+        hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+        assert [job["job_id"] for job in hook.list_jobs()] == job_ids
+        assert len(realistic.calls("jobs/list")) == 3
+
+
+class TestRetention:
+    """A finished run leaves the history ``retention`` seconds after it ended."""
+
+    @pytest.mark.parametrize("realistic", [Realism(retention=0.3)], indirect=True)
+    def test_finished_run_expires_after_retention(self, realistic: FakeDatabricks) -> None:
+        """Readable right after it ends, gone from runs/get and runs/list once retention has passed."""
+        hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+        run_id = hook.submit_run({**NOTEBOOK_RUN, "idempotency_token": "ti-1"})
+        realistic.finish_run(run_id, "SUCCESS")
+        assert hook.get_run_state(run_id).is_successful
+        _until(lambda: not _visible(hook, run_id))
+        with pytest.raises(DatabricksApiError, match="RESOURCE_DOES_NOT_EXIST"):
+            hook.get_run_state(run_id)
+        assert _listed_run_ids(hook) == []
+        assert hook.submit_run({**NOTEBOOK_RUN, "idempotency_token": "ti-1"}) != run_id
+
+    @pytest.mark.parametrize("realistic", [Realism(retention=0.0)], indirect=True)
+    def test_a_live_run_never_expires(self, realistic: FakeDatabricks) -> None:
+        """Retention counts from the end of a run: a running run stays, a finished one goes at once."""
+        hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+        run_id = hook.submit_run(NOTEBOOK_RUN)
+        assert _visible(hook, run_id)
+        realistic.finish_run(run_id, "FAILED")
+        assert not _visible(hook, run_id)
+
+
+class TestRealismControl:
+    """The realism is chosen per fake and switched at run time, in-process or over HTTP."""
+
+    def test_default_is_documented(self, fake: FakeDatabricks) -> None:
+        """A fake without realism= runs Realism.documented()."""
+        assert fake.realism == Realism.documented() == fake.client.realism
+
+    def test_realism_switches_over_http(self, fake: FakeDatabricks, hook: DatabricksHook) -> None:
+        """set_realism through the client hides a new run; switching back shows it again."""
+        fake.client.set_realism(Realism(visibility_lag=60.0, page_size=3))
+        assert fake.realism == Realism(visibility_lag=60.0, page_size=3)
+        run_id = hook.submit_run(NOTEBOOK_RUN)
+        assert not _visible(hook, run_id)
+        FakeDatabricksDriver(fake.client).set_realism(Realism.documented())
+        assert _visible(hook, run_id)
+
+    def test_bad_realism_is_refused_over_http(self, fake: FakeDatabricks) -> None:
+        """Unknown or invalid settings answer 400 and leave the realism alone."""
+        for bad in ({"eventual": 1}, {"page_size": 0}):
+            with pytest.raises(FakeDatabricksError) as err:
+                fake.client._call("POST", "/fake/realism", bad)
+            assert err.value.status == 400
+        assert fake.realism == Realism.documented()
+
+    def test_process_mode_takes_realism(self, tmp_path: Path) -> None:
+        """FakeDatabricksProcess(realism=...) passes it to the process (--realism)."""
+        realism = Realism(visibility_lag=1.5, throttle_rate=5.0, throttle_burst=4, page_size=3, retention=9.0)
+        with FakeDatabricksProcess(realism=realism, log_path=tmp_path / "fake.log") as process:
+            assert process.client.realism == realism
+
+    def test_every_behaviour_names_its_source(self) -> None:
+        """The fake declares a Fidelity entry with a public https source for every behaviour."""
+        rows = {row.behaviour: row for row in fidelity_rows() if row.service == "Databricks Jobs"}
+        assert tuple(rows) == BEHAVIOURS
+        assert all(row.source.startswith("https://") for row in rows.values())
