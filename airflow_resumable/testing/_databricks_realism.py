@@ -4,7 +4,8 @@ fake at run time, and the public sources that say the Jobs service behaves so.
 
 Private. :class:`RealismGate` answers the questions the state asks on every API call (may this
 call pass, can a reader see this run yet, has its history expired, how big is a page); the
-:data:`FIDELITY` entries are declared at import, so ``docs/testing/fidelity.md`` renders them.
+:data:`FIDELITY` entries are declared at import, so the docs' fidelity page
+(``docs/fidelity.md``) renders them.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ FIDELITY = (
         "reproduced",
         "runs/list pages newest first, limit 20 by default and at most 25 (0: 25); jobs/list 20 "
         "and at most 100; offset or page_token, next_page_token/prev_page_token, has_more "
-        "(jobs/list drops has_more in API 2.2); realism.page_size caps every page",
+        "(jobs/list drops has_more in API 2.2, as the stock hook notes for apache/airflow issue 59189); "
+        "realism.page_size caps every page",
         f"{_API}/listruns",
         f"jobs/list: {_API}/list. Tokens are offsets, so a run created between two pages shifts "
         "the next page, as offset paging does.",
@@ -107,7 +109,7 @@ FIDELITY = (
         "404 RESOURCE_DOES_NOT_EXIST (the fake's contract since 0.1)",
         f"{_SDK}/overrides.py",
         "The SDK, generated from the OpenAPI specs, maps runs/get's 400 INVALID_PARAMETER_VALUE "
-        "'Run .* does not exist' to ResourceDoesNotExist; the get-output reference answers 400 "
+        "'Run <id> does not exist' to ResourceDoesNotExist; the get-output reference answers 400 "
         "for an invalid run_id.",
     ),
     Fidelity(

@@ -35,7 +35,8 @@ Contract:
   at 20 (at most 25) and jobs/list at 20 (at most 100), capped by ``page_size``, with
   ``page_token``/``offset``, ``next_page_token`` and ``has_more``; a run that ended ``retention``
   seconds ago is gone from the history. The default, ``Realism.documented()``, adds only the
-  documented page sizes. Each behaviour's public source is in ``docs/testing/fidelity.md``.
+  documented page sizes. Each behaviour's public source is on the docs' fidelity page
+  (``docs/fidelity.md``).
 
 Point Airflow at it with :func:`databricks_connection_env`. The hook keeps only the *hostname* of
 the connection host (it drops scheme and port) and builds ``{schema or "https"}://{host}:{port}``,
@@ -43,7 +44,8 @@ so the connection needs ``host=127.0.0.1``, ``port=<port>`` and ``schema=http``.
 
 Run it in-process with :class:`FakeDatabricks`, or as its own process (its runs outlive a killed
 Airflow worker) with :class:`FakeDatabricksProcess` or
-``python -m airflow_resumable.testing.databricks --port 0 --lifecycle manual``, which prints
+``python -m airflow_resumable.testing.databricks --port 0 --lifecycle manual`` (``--realism
+'{"visibility_lag": 2.0}'`` takes a :meth:`~airflow_resumable.testing.realism.Realism.to_dict`), which prints
 ``READY http://127.0.0.1:PORT`` once it accepts connections; :class:`FakeDatabricksClient` controls
 it over HTTP (``/fake/...``). Both implement :class:`FakeDatabricksControl`.
 """
