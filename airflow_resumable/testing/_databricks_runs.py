@@ -114,6 +114,8 @@ def advance(run: Run, clock: Clock, *, observe: bool) -> None:
     if clock.lifecycle == "clock" and time.monotonic() - run.clock_start >= clock.run_duration:
         message = "" if clock.final_result == "SUCCESS" else f"Run {clock.final_result} (fake clock)"
         terminate(run, "TERMINATED", clock.final_result, message)
+        # It ended when the clock ran out, not when someone looked: retention counts from there.
+        run.ended_at = run.clock_start + clock.run_duration
     elif run.life_cycle_state == "PENDING" and run.polls > clock.pending_polls:
         run.life_cycle_state = "RUNNING"
 

@@ -407,6 +407,7 @@ class FakeDatabricksState(JobsApi):
 
     def _gone(self, run: Run) -> bool:
         """Out of the run history: expired by :meth:`expire_run` or by the realism's retention."""
+        advance(run, self._clock(), observe=False)  # a clock run may have ended unobserved
         return run.expired or self._gate.expired(run)
 
     def _readable(self, run: Run) -> bool:

@@ -846,6 +846,17 @@ class TestRetention:
         realistic.finish_run(run_id, "FAILED")
         assert not _visible(hook, run_id)
 
+    def test_an_unobserved_clock_run_expires_from_its_end(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A clock run nobody polled expires retention seconds after its clock ran out, not after a read."""
+        server = _realistic_fake(monkeypatch, Realism(retention=0.2), lifecycle="clock", run_duration=0.1)
+        try:
+            hook = DatabricksHook(retry_limit=3, retry_args=RETRY_ARGS)
+            run_id = hook.submit_run(NOTEBOOK_RUN)
+            _until(lambda: time.monotonic() - server.state._runs[run_id].created_at >= 0.35)
+            assert not _visible(hook, run_id)
+        finally:
+            server.stop()
+
 
 class TestRealismControl:
     """The realism is chosen per fake and switched at run time, in-process or over HTTP."""
