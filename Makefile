@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints-3.11.txt
 
-.PHONY: demo benchmark test lint typecheck docs unit system chaos venv clean browser wheel-check
+.PHONY: demo benchmark mass-resume test lint typecheck docs unit system chaos venv clean browser wheel-check
 
 venv: $(STAMP)
 
@@ -21,12 +21,19 @@ demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py $(if $(ALL),--all,)
 
 # Stock vs resumable operators under the same seeded worker disruptions, the worker-slot cost of
-# waiting, deferrable or not, and one worker with 32 tasks shut down at once (~12 min; not part of
-# `test`; the last one needs PostgreSQL and Redis).
+# waiting, deferrable or not, one worker with 32 tasks shut down at once, and 64 tasks resuming at
+# once against a throttled API (~17 min; not part of `test`; the last two need PostgreSQL, the
+# mass shutdown Redis too).
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/chaos_benchmark.py
 	$(BIN)/python benchmarks/worker_slots.py
 	$(BIN)/python benchmarks/mass_shutdown.py
+	$(BIN)/python benchmarks/mass_resume.py
+
+# 64 resumable Batch tasks drained at once resume together against a throttled API: 0 duplicates,
+# 0 retries, the seconds until all reconnected (~5 min; needs PostgreSQL).
+mass-resume: $(STAMP)
+	$(BIN)/python benchmarks/mass_resume.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_resumable tests system_tests demo benchmarks scripts docs/*.py
