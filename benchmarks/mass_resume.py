@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -99,10 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--airflow", action="store_true", help="Batch on a real Airflow deployment (needs PostgreSQL)"
     )
+    parser.add_argument(
+        "--resume-delay",
+        type=float,
+        default=5.0,
+        help="--airflow only: the tasks' resume_delay (default 5 s)",
+    )
     args = parser.parse_args(argv)
     realism = Realism(throttle_rate=args.rate or None, throttle_burst=args.burst)
     if args.airflow:
-        return _main_airflow(args.tasks, realism)
+        return _main_airflow(args.tasks, realism, args.resume_delay)
     results = []
     with tempfile.TemporaryDirectory(prefix="mass-resume-") as logs:
         for name in args.services:
@@ -130,7 +137,7 @@ def _service(name: str, logs: Path) -> Iterator[Service]:
             yield DatabricksService(fake.client, fake.url)
 
 
-def _main_airflow(tasks: int, realism: Realism) -> int:
+def _main_airflow(tasks: int, realism: Realism, resume_delay: float) -> int:
     from mass_resume_airflow import report_airflow, run_airflow
 
     if missing := missing_services("postgres"):
@@ -150,6 +157,7 @@ def _main_airflow(tasks: int, realism: Realism) -> int:
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
             # Airflow's default heartbeat (the cluster's 1 s makes a call a second per task).
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
+            "MASS_RESUME_DELAY": str(resume_delay),
         }
         result = run_airflow(moto.client, conf, realism, tasks=min(tasks, 64), clouds_env=clouds_env)
     broken = report_airflow(result, _api(realism))
@@ -157,6 +165,10 @@ def _main_airflow(tasks: int, realism: Realism) -> int:
         broken.append("the throttle refused no call: the run did not test a throttled resume")
     for claim in broken:
         print(f"FAILED: {claim}")
+    if broken:
+        print(f"The deployment's home and logs are kept: {result.home}")
+    else:
+        shutil.rmtree(result.home, ignore_errors=True)
     return 1 if broken else 0
 
 

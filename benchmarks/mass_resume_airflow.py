@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -58,6 +57,7 @@ class AirflowResult:
     reconnected_s: float
     finished_s: float
     calls: int
+    home: Path
 
     @property
     def duplicates(self) -> int:
@@ -183,8 +183,8 @@ def run_airflow(
             reconnected_s=round(max(reads.values()) - signalled, 1),
             finished_s=round(finished - ended, 1),
             calls=calls,
+            home=home,
         )
-    shutil.rmtree(home, ignore_errors=True)  # kept when the run failed: its logs say why
     return result
 
 

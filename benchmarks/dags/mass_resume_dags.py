@@ -13,6 +13,7 @@ steady state, inside the throttled rate, so only the resume itself is more than 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -43,6 +44,7 @@ with DAG("mass_resume", schedule=None, catchup=False, max_active_tasks=TASKS, ta
         # A retry would be a failed try: the benchmark counts them and fails if there is one.
         retries=2,
         retry_delay=timedelta(seconds=1),
-        resume_delay=timedelta(seconds=5),
+        # ``mass_resume.py --resume-delay`` (the deployment's environment, read when parsed).
+        resume_delay=timedelta(seconds=float(os.environ.get("MASS_RESUME_DELAY", "5"))),
         cloud_retry=RetryPolicy(attempts=4, wait=wait_fixed(0.5)),
     ).expand(job_name=job_names())
