@@ -216,7 +216,7 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
         try:
             getattr(client, f"create_{self.job_type.lower()}_job")(**request)
         except ClientError as err:
-            owned = self._owned(name, token) if error_code(err) in _NAME_TAKEN else None
+            owned = self._owned(name, token, patient=True) if error_code(err) in _NAME_TAKEN else None
             if owned is None:
                 raise
             if not owned:
@@ -357,9 +357,19 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
         except JobNotFoundError:
             return None
 
-    def _owned(self, name: str, token: str) -> bool | None:
-        """Whether the job of that name is tagged with ``token``; None when there is no such job."""
-        job = self._describe_or_none(name)
+    def _owned(self, name: str, token: str, *, patient: bool = False) -> bool | None:
+        """
+        Whether the job of that name is tagged with ``token``; None when there is no such job.
+
+        :param patient: the service said the name is taken, so the job exists: while it may still
+            be invisible (younger than the visibility window since this intent), ask again.
+        """
+        record = self._current_record
+        born = record.created_at if patient and record is not None else None
+        try:
+            job = self._cloud(self._describe, name, what=f"describe_{self.job_type.lower()}_job", born=born)
+        except JobNotFoundError:
+            job = None
         if job is None:
             return None
         tags = self.hook.conn.list_tags(ResourceArn=job[f"{self.job_type}JobArn"]).get("Tags") or []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
@@ -34,6 +34,8 @@ from tests.providers.databricks.helpers import (
     task_context,
 )
 from tests.providers.databricks.test_contract import XComParity
+
+A_DAY_AGO = (datetime.now(tz=timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -276,7 +278,9 @@ class TestExpiredRun:
         store = InMemoryTaskStateStore()
         identity = TaskIdentity("dag", "manual__1", "job")
         intent = JobRecord.new_intent(identity, generation=1, fingerprint=None)
-        store.set(RECORD_KEY, seal_record(identity, intent.evolve(external_id=old, phase="submitted")))
+        # A day old: expired, not just not visible yet (a young run would be waited for).
+        submitted = intent.evolve(external_id=old, phase="submitted", created_at=A_DAY_AGO)
+        store.set(RECORD_KEY, seal_record(identity, submitted))
         context = task_context(store, try_number=2)
         with finish_on_status_call(fake, Op, call=2):
             notebook().execute(context)

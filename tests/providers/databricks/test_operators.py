@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,6 +32,8 @@ from tests.providers.databricks.helpers import (
     finish_on_status_call,
     task_context,
 )
+
+A_DAY_AGO = (datetime.now(tz=timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -308,7 +311,10 @@ class TestExpiredRun:
         store = InMemoryTaskStateStore()
         identity = TaskIdentity("dag", "manual__1", "job")
         record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
-        store.set(RECORD_KEY, seal_record(identity, record.evolve(external_id=run_id, phase="submitted")))
+        # Submitted a day ago: a run that old which the service does not know has expired (a young
+        # one may only not be visible yet, and is waited for).
+        submitted = record.evolve(external_id=run_id, phase="submitted", created_at=A_DAY_AGO)
+        store.set(RECORD_KEY, seal_record(identity, submitted))
         store.set("databricks_run_id", run_id)
         return store
 
