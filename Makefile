@@ -21,17 +21,17 @@ demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py $(if $(ALL),--all,)
 
 # Stock vs resumable operators under the same seeded worker disruptions, the worker-slot cost of
-# waiting, deferrable or not, one worker with 32 tasks shut down at once, and 64 tasks resuming at
-# once against a throttled API (~17 min; not part of `test`; the last two need PostgreSQL, the
-# mass shutdown Redis too).
+# waiting, deferrable or not, one worker with 32 tasks shut down at once (needs PostgreSQL and
+# Redis), and 64 tasks per operator resuming at once against a throttled API (~15 min; not part
+# of `test`).
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/chaos_benchmark.py
 	$(BIN)/python benchmarks/worker_slots.py
 	$(BIN)/python benchmarks/mass_shutdown.py
 	$(BIN)/python benchmarks/mass_resume.py
 
-# 64 resumable Batch tasks drained at once resume together against a throttled API: 0 duplicates,
-# 0 retries, the seconds until all reconnected (~5 min; needs PostgreSQL).
+# 64 resumable tries per operator (Batch, Databricks submit-run) resume at the same instant against
+# a throttled fake: 0 duplicates, 0 retries, the seconds until all reconnected (~3 min).
 mass-resume: $(STAMP)
 	$(BIN)/python benchmarks/mass_resume.py
 
