@@ -22,18 +22,21 @@ demo: $(STAMP)
 
 # Stock vs resumable operators under the same seeded worker disruptions, the worker-slot cost of
 # waiting, deferrable or not, one worker with 32 tasks shut down at once (needs PostgreSQL and
-# Redis), and 64 tasks per operator resuming at once against a throttled API (~15 min; not part
+# Redis), and 64 tasks per operator resuming at once against a throttled API (~18 min; not part
 # of `test`).
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/chaos_benchmark.py
 	$(BIN)/python benchmarks/worker_slots.py
 	$(BIN)/python benchmarks/mass_shutdown.py
 	$(BIN)/python benchmarks/mass_resume.py
+	$(BIN)/python benchmarks/mass_resume.py --airflow
 
 # 64 resumable tries per operator (Batch, Databricks submit-run) resume at the same instant against
-# a throttled fake: 0 duplicates, 0 retries, the seconds until all reconnected (~3 min).
+# a throttled fake, then 64 Batch tasks on Airflow after a node drain (needs PostgreSQL): 0
+# duplicates, 0 retries, the seconds until all reconnected (~6 min).
 mass-resume: $(STAMP)
 	$(BIN)/python benchmarks/mass_resume.py
+	$(BIN)/python benchmarks/mass_resume.py --airflow
 
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_resumable tests system_tests demo benchmarks scripts docs/*.py

@@ -14,8 +14,8 @@ Once every job has been read by a resumed try, the jobs end.
 
 The tries run in threads (``mass_resume_threads.py`` says exactly what is real); ``--airflow``
 runs the Batch half on a real deployment instead (``mass_resume_airflow.py``; PostgreSQL,
-LocalExecutor), where on 2 cores Airflow itself does not start 64 task processes at once
-without failing some (docs/benchmarks.md).
+LocalExecutor, a node drain of 64 task instances). There ``resume_delay`` is 30 s by default:
+at 5 s a loaded scheduler can fail the resumed try (docs/benchmarks.md, *On a real deployment*).
 
 Figures per service: tasks; throttled answers the fake served after the release; jobs created
 beyond one per task (duplicates, from the fake's ledger); retries used (tries that failed: each
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume-delay",
         type=float,
-        default=5.0,
-        help="--airflow only: the tasks' resume_delay (default 5 s)",
+        default=30.0,
+        help="--airflow only: the tasks' resume_delay (default 30 s)",
     )
     args = parser.parse_args(argv)
     realism = Realism(throttle_rate=args.rate or None, throttle_burst=args.burst)
