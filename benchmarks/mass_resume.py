@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mass_resume_threads import BatchService, DatabricksService, ThreadResult, run_threads  # siblings
 
-from airflow_resumable.testing.aws import MotoProcess, aws_connection_env, provision_batch
+from airflow_resumable.testing.aws import MotoControlClient, MotoProcess, aws_connection_env, provision_batch
 from airflow_resumable.testing.databricks import FakeDatabricksProcess
 from airflow_resumable.testing.realism import Realism
 from airflow_resumable.testing.services import missing_services
@@ -108,8 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     realism = Realism(throttle_rate=args.rate or None, throttle_burst=args.burst)
+    if realism.throttle_rate is not None and not hasattr(MotoControlClient, "set_realism"):
+        print("FAILED: this moto controller cannot throttle (no set_realism): Batch not measured")
+        if args.airflow or "databricks" not in args.services:
+            return 1
+        args.services = ["databricks"]
+        return max(_main_threads(args, realism), 1)
     if args.airflow:
         return _main_airflow(args.tasks, realism, args.resume_delay)
+    return _main_threads(args, realism)
+
+
+def _main_threads(args: argparse.Namespace, realism: Realism) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="mass-resume-") as logs:
         for name in args.services:
