@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from unittest import mock
 
+from airflow_resumable.exceptions import JobNotFoundError
 from airflow_resumable.record import RECORD_KEY
 
 if TYPE_CHECKING:
@@ -25,9 +26,13 @@ if TYPE_CHECKING:
 
     from pydantic import JsonValue
 
+    from airflow_resumable.testing.realism import Realism
+
 
 __all__ = [
     "CloudDriver",
+    "LossyCloudDriver",
+    "RealisticCloudDriver",
     "ScenarioProbe",
     "SimulatedWorkerCrash",
     "ThrottlingCloudDriver",
@@ -73,6 +78,35 @@ class ThrottlingCloudDriver(CloudDriver, Protocol):
         """Answer the next submit call with the service's throttling error (nothing is created)."""
 
 
+class RealisticCloudDriver(CloudDriver, Protocol):
+    """
+    A driver whose fake can be as unkind as the cloud it stands for: the kit's realism scenarios
+    need it (a driver without it fails them, as kinder than its cloud).
+
+    .. versionadded:: 0.4.0
+    """
+
+    def set_realism(self, realism: Realism) -> None:
+        """
+        Make the fake behave as ``realism`` says from now on: hide a new job from status and list
+        calls for ``visibility_lag`` seconds, throttle status and list calls by rate and burst,
+        page list calls at ``page_size``, forget finished jobs after ``retention``.
+        """
+
+
+class LossyCloudDriver(CloudDriver, Protocol):
+    """
+    A driver that can lose a response: the kit then proves a lost submit response makes one job.
+
+    Optional: a driver without :meth:`lose_next_submit_response` skips those proof cases.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def lose_next_submit_response(self) -> None:
+        """Create the job of the next submit call, then answer with a 5xx (or a lost connection)."""
+
+
 PollHook = Callable[["ScenarioProbe", int, Any, int], None]
 
 
@@ -86,15 +120,20 @@ class ScenarioProbe:
     :class:`SimulatedWorkerCrash`; ``crash_after_submit`` lists the tries whose first submission is
     followed by a crash before the id is stored; ``namesake_after_submit`` lists the tries whose
     submission is followed by a second one of the same spec under another token (a newer namesake,
-    recorded in ``namesakes``) before that crash. ``expired`` holds ids the scenario made the
+    recorded in ``namesakes``) before that crash, ``namesake_before_submit`` the tries whose
+    submission is preceded by one (an older namesake). ``expired`` holds ids the scenario made the
     service forget; ``expired_reads`` what each status call on one of them did (``raised X`` or
-    ``returned S``).
+    ``returned S``). ``unseen_reads`` counts the status calls on other jobs that raised
+    JobNotFoundError (a young job the service does not show yet), ``throttled_reads`` those the
+    operator's ``is_throttling_error`` recognised; ``submitted_at`` holds when each job was
+    accepted (``time.monotonic()``).
     """
 
     cloud: CloudDriver
     on_poll: PollHook
     crash_after_submit: set[int] = field(default_factory=set)
     namesake_after_submit: set[int] = field(default_factory=set)
+    namesake_before_submit: set[int] = field(default_factory=set)
     fail_record_write_once: bool = False
     polled: dict[int, list[JsonValue]] = field(default_factory=lambda: defaultdict(list))
     submitted: dict[int, list[JsonValue]] = field(default_factory=lambda: defaultdict(list))
@@ -105,6 +144,9 @@ class ScenarioProbe:
     namesakes: list[JsonValue] = field(default_factory=list)
     expired: set[str] = field(default_factory=set)
     expired_reads: list[str] = field(default_factory=list)
+    unseen_reads: int = 0
+    throttled_reads: int = 0
+    submitted_at: list[float] = field(default_factory=list)
     last_activity: float | None = None
     _local: threading.local = field(default_factory=threading.local)
 
@@ -144,18 +186,25 @@ class ScenarioProbe:
             probe.returned.append(result)
             return result
 
+        def submit_namesake(op: Any, context: Any) -> None:
+            own_token = op.submission_token
+            op.submission_token = "ar-" + uuid.uuid4().hex + uuid.uuid4().hex[:8]  # another intent
+            try:
+                probe.namesakes.append(originals["submit_job"](op, context))
+            finally:
+                op.submission_token = own_token
+
         def submit_job(op: Any, context: Any) -> Any:
+            if probe.try_number in probe.namesake_before_submit:
+                probe.namesake_before_submit.discard(probe.try_number)
+                submit_namesake(op, context)
             external_id = originals["submit_job"](op, context)
             probe.submitted[probe.try_number].append(external_id)
+            probe.submitted_at.append(time.monotonic())
             probe.last_activity = time.monotonic()
             if probe.try_number in probe.namesake_after_submit:
                 probe.namesake_after_submit.discard(probe.try_number)
-                own_token = op.submission_token
-                op.submission_token = "ar-" + uuid.uuid4().hex + uuid.uuid4().hex[:8]  # another intent
-                try:
-                    probe.namesakes.append(originals["submit_job"](op, context))
-                finally:
-                    op.submission_token = own_token
+                submit_namesake(op, context)
             if probe.try_number in probe.crash_after_submit:
                 probe.crash_after_submit.discard(probe.try_number)
                 raise SimulatedWorkerCrash("worker died after the service accepted the job")
@@ -187,7 +236,15 @@ class ScenarioProbe:
                 if index == 0:
                     probe.polled[probe.try_number].append(external_id)
                 probe.on_poll(probe, probe.try_number, external_id, index)
-            return originals["get_job_status"](op, external_id, context)
+            try:
+                return originals["get_job_status"](op, external_id, context)
+            except JobNotFoundError:
+                probe.unseen_reads += 1
+                raise
+            except Exception as err:
+                if op.is_throttling_error(err):
+                    probe.throttled_reads += 1
+                raise
 
         def get_job_result(op: Any, external_id: Any, context: Any) -> Any:
             result = originals["get_job_result"](op, external_id, context)

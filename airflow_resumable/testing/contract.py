@@ -27,6 +27,15 @@ operator listed first in the bases), every try has ``scenario_timeout`` (30 s) a
 ``get_job_status`` for ``stall_timeout`` (10 s) is ended: the kit fails its jobs in the fake and
 reports the stall. Its assertions show their values under pytest (the package's pytest plugin
 registers the kit for assertion rewriting).
+
+The clouds as they really behave: before each scenario the kit hands the driver its
+:attr:`ResumableOperatorContract.realism` (a short visibility lag, throttling, pages of 2) through
+``set_realism`` (:class:`RealisticCloudDriver`), and switches it off after. The realism scenarios
+(a young job not visible yet, throttled status reads, a lookup past the first page, and the
+proof cases under a lag of 0 and of :data:`PROOF_LAG` seconds) fail for a driver without
+``set_realism``: a fake that answers at once is kinder than the cloud it stands for. Each proof
+case prints ``proof <Operator> <case> lag=<s>: jobs=<n> tries=<n> final=<state> ...`` (``pytest
+-s``; pytest's terminal summary lists them too).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from unittest import mock
 
+import pytest
 from tenacity import wait_none
 
 from airflow_resumable.record import RECORD_KEY
@@ -46,7 +56,9 @@ from airflow_resumable.testing._contract_probe import (
     SPEC_TEMPLATE,
     SPEC_VARIABLE,
     CloudDriver,
+    LossyCloudDriver,
     PollHook,
+    RealisticCloudDriver,
     ScenarioProbe,
     SimulatedWorkerCrash,
     ThrottlingCloudDriver,
@@ -54,17 +66,23 @@ from airflow_resumable.testing._contract_probe import (
     check_operator_class,
     finish_on_first_poll,
 )
+from airflow_resumable.testing._contract_proof import PROOF_LAG, PROOF_LAGS, ProofContract, realism_of
 from airflow_resumable.testing.airflow_env import DagRunOutcome, read_ledger, read_task_state, run_dag
+from airflow_resumable.testing.realism import Realism
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
 
 __all__ = [
+    "PROOF_LAG",
+    "PROOF_LAGS",
     "SPEC_TEMPLATE",
     "SPEC_VARIABLE",
     "CloudDriver",
+    "LossyCloudDriver",
     "PollHook",
+    "RealisticCloudDriver",
     "ResumableOperatorContract",
     "ScenarioProbe",
     "SimulatedWorkerCrash",
@@ -74,7 +92,7 @@ __all__ = [
 ]
 
 
-class ResumableOperatorContract(InterruptionContract):
+class ResumableOperatorContract(ProofContract, InterruptionContract):
     """
     The resumable contract as a pytest suite. Subclass it; see the module docstring.
 
@@ -90,6 +108,14 @@ class ResumableOperatorContract(InterruptionContract):
     #: Seconds a submitted job may go without a status call through ``get_job_status`` before the
     #: kit ends the scenario as stalled (a poll loop that bypasses the mixin's hooks never ends).
     stall_timeout: ClassVar[float] = 10.0
+    #: How unkind the fake is in every scenario (through the driver's ``set_realism``; switched
+    #: off after): a young job missing for 0.2 s (each status read that misses it costs the
+    #: mixin's first 0.25 s wait, not more), 50 status/list calls a second after a burst of 10,
+    #: lists paged 2 at a time so that every lookup pages. The realism scenarios raise the lag,
+    #: the throttling or the paging each on its own from these values.
+    realism: ClassVar[Realism] = Realism.unkind(
+        visibility_lag=0.2, throttle_rate=50.0, throttle_burst=10, page_size=2
+    )
 
     def operator_kwargs(self, cloud: CloudDriver, spec_marker: str) -> dict[str, Any]:
         """
@@ -106,6 +132,7 @@ class ResumableOperatorContract(InterruptionContract):
         *,
         map_markers: list[str] | None = None,
         spec_value: str = "v1",
+        realism: Realism | None = None,
         **overrides: Any,
     ) -> DagRunOutcome:
         from airflow.sdk import DAG
@@ -135,7 +162,11 @@ class ResumableOperatorContract(InterruptionContract):
                 self.operator_class.partial(task_id="job", **common, **shared).expand_kwargs(
                     [{k: v for k, v in p.items() if k not in shared} for p in per_index]
                 )
-        with probe.install(self.operator_class), _StallWatch(probe, self.stall_timeout) as watch:
+        with (
+            realism_of(cloud, self.realism if realism is None else realism),
+            probe.install(self.operator_class),
+            _StallWatch(probe, self.stall_timeout) as watch,
+        ):
             outcome = run_dag(dag)
         if watch.stalled is not None:
             raise AssertionError(watch.stalled)
@@ -267,8 +298,6 @@ class ResumableOperatorContract(InterruptionContract):
         """A throttled submit is retried within the same try (is_transient_error knows throttling)."""
         throttle = getattr(cloud, "throttle_next_submit", None)
         if throttle is None:
-            import pytest
-
             pytest.skip(f"{type(cloud).__name__} has no throttle_next_submit()")
         throttle()
         probe = ScenarioProbe(cloud, finish_on_first_poll())
@@ -383,7 +412,9 @@ class ResumableOperatorContract(InterruptionContract):
             return ours(op, context)
 
         with mock.patch.object(self.operator_class, "execute_resumable", first_try_as_stock):
-            outcome = self._run(cloud, probe)
+            # No lag: a stock operator's bare id has no age, so the mixin takes "not found" for
+            # gone (a retry delay has passed since its submit); the kit's retries have no delay.
+            outcome = self._run(cloud, probe, realism=self.realism.evolve(visibility_lag=0.0))
         assert outcome.task("job").state == "success"
         assert len(cloud.submitted_ids()) == 1
         assert probe.polled[2] == [cloud.submitted_ids()[0]]
@@ -393,7 +424,8 @@ class ResumableOperatorContract(InterruptionContract):
         """A damaged record next to a valid stored id is reported and the job is still reconnected."""
         _overwrite_record_on_first_poll = _record_vandal({"schema": "something-else", "x": 1})
         probe = ScenarioProbe(cloud, _overwrite_record_on_first_poll)
-        outcome = self._run(cloud, probe)
+        # No lag: an id kept beside an unreadable record has no age, so "not found" means gone.
+        outcome = self._run(cloud, probe, realism=self.realism.evolve(visibility_lag=0.0))
         assert outcome.task("job").state == "success"
         assert len(cloud.submitted_ids()) == 1
         assert probe.polled[2] == [cloud.submitted_ids()[0]]

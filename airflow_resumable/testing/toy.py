@@ -10,12 +10,20 @@ because ``dag.test()`` runs tasks in the test's own process.
   Databricks' ``idempotency_token`` or EMR's ``clientToken``).
 - :class:`ToyTaggedJobOperator` talks to one that does not (like AWS Batch): it tags the job with
   the token and implements ``find_job``.
+
+The service is as unkind as a :class:`~airflow_resumable.testing.realism.Realism` asks
+(:meth:`ToyJobService.set_realism`; off by default): a new job is missing from status and list
+calls for ``visibility_lag`` seconds, status and list calls beyond ``throttle_rate`` (after a
+burst of ``throttle_burst``) raise :class:`ThrottledError`, :meth:`ToyJobService.list_jobs`
+answers ``page_size`` jobs a page (newest first), and a finished job is forgotten ``retention``
+seconds after it ended. The contract kit proves itself on it.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,6 +32,7 @@ from airflow.sdk import BaseOperator
 from airflow_resumable.exceptions import JobNotFoundError, ThrottledError, TransientCloudError
 from airflow_resumable.mixin import ResumableJobMixin
 from airflow_resumable.record import fingerprint_of
+from airflow_resumable.testing.realism import Realism, TokenBucket
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -42,6 +51,8 @@ __all__ = [
 ]
 
 ACTIVE = frozenset({"PENDING", "RUNNING"})
+#: Jobs a page of :meth:`ToyJobService.list_jobs` when the realism names no page size.
+DEFAULT_PAGE_SIZE = 100
 
 
 @dataclass
@@ -52,6 +63,9 @@ class ToyJob:
     command: str
     token: str | None
     state: str = "RUNNING"
+    #: ``time.monotonic()`` at creation and at the end (None while active): lag and retention.
+    created: float = field(default_factory=time.monotonic)
+    ended: float | None = None
 
 
 @dataclass
@@ -73,8 +87,21 @@ class ToyJobService:
     lost_responses: dict[str, int] = field(default_factory=dict)
     complete_after_polls: int | None = None
     polls: dict[str, int] = field(default_factory=dict)
+    realism: Realism = field(default_factory=Realism)
+    #: Status and list calls refused for the rate (:class:`ThrottledError`), and status calls that
+    #: did not find a job because it was too young: what the realism did.
+    throttled: int = 0
+    hidden: int = 0
+    _bucket: TokenBucket | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_realism(self, realism: Realism) -> None:
+        """Be as unkind as ``realism`` from now on (a fresh throttling bucket)."""
+        with self._lock:
+            self.realism = realism
+            rate = realism.throttle_rate
+            self._bucket = None if rate is None else TokenBucket(rate, realism.throttle_burst)
 
     def submit(self, command: str, token: str | None) -> str:
         """Create a job (or return the one this token created, when deduplicating)."""
@@ -94,19 +121,48 @@ class ToyJobService:
         """The job's state; :class:`JobNotFoundError` for an unknown or expired job."""
         with self._lock:
             self._maybe_fail("status")
-            if job_id not in self.jobs:
+            self._take_token("status")
+            job = self.jobs.get(job_id)
+            if job is not None and not self._visible(job):
+                if time.monotonic() - job.created < self.realism.visibility_lag:
+                    self.hidden += 1
+                job = None
+            if job is None:
                 raise JobNotFoundError(f"toy job {job_id!r} does not exist")
-            job = self.jobs[job_id]
             self.polls[job_id] = self.polls.get(job_id, 0) + 1
             limit = self.complete_after_polls
             if limit is not None and job.state in ACTIVE and self.polls[job_id] >= limit:
                 job.state = "SUCCEEDED"
+                job.ended = time.monotonic()
             return job.state
 
-    def find_by_tag(self, token: str) -> str | None:
-        """The id of the job tagged with ``token``, if any."""
+    def list_jobs(self, page_token: str | None = None) -> tuple[list[ToyJob], str | None]:
+        """
+        One page of the visible jobs, newest first, and the token of the next page (None: last).
+
+        A job younger than the visibility lag or past its retention is not listed.
+        """
         with self._lock:
-            return next((job.job_id for job in self.jobs.values() if job.token == token), None)
+            self._maybe_fail("list")
+            self._take_token("list")
+            visible = [job for job in reversed(self.jobs.values()) if self._visible(job)]
+            size = self.realism.page_size or DEFAULT_PAGE_SIZE
+            start = int(page_token or 0)
+            end = start + size
+            return visible[start:end], (str(end) if end < len(visible) else None)
+
+    def find_by_tag(self, token: str) -> str | None:
+        """
+        The id of the job tagged with ``token``, if listed: every page of :meth:`list_jobs`, as a
+        client library's paginator walks them (bounded by the number of jobs).
+        """
+        page_token: str | None = None
+        for _ in range(len(self.jobs) + 1):
+            page, page_token = self.list_jobs(page_token)
+            found = next((job.job_id for job in page if job.token == token), None)
+            if found is not None or page_token is None:
+                return found
+        return None
 
     def cancel(self, job_id: str) -> None:
         """Cancel a job; a terminal job stays as it is."""
@@ -116,11 +172,14 @@ class ToyJobService:
             job = self.jobs[job_id]
             if job.state in ACTIVE:
                 job.state = "CANCELLED"
+                job.ended = time.monotonic()
 
     def finish(self, job_id: str, *, succeeded: bool = True) -> None:
         """End a job with ``SUCCEEDED`` or ``FAILED``."""
         with self._lock:
-            self.jobs[job_id].state = "SUCCEEDED" if succeeded else "FAILED"
+            job = self.jobs[job_id]
+            job.state = "SUCCEEDED" if succeeded else "FAILED"
+            job.ended = time.monotonic()
 
     def expire(self, job_id: str) -> None:
         """Forget a job, as a service whose history expired would."""
@@ -141,6 +200,19 @@ class ToyJobService:
         """Carry out the next ``times`` calls of ``call`` but answer with a transient error."""
         with self._lock:
             self.lost_responses[call] = times
+
+    def _visible(self, job: ToyJob) -> bool:
+        """Old enough to be seen, and not past its retention."""
+        now = time.monotonic()
+        if now - job.created < self.realism.visibility_lag:
+            return False
+        retention = self.realism.retention
+        return retention is None or job.ended is None or now - job.ended < retention
+
+    def _take_token(self, call: str) -> None:
+        if self._bucket is not None and self._bucket.take() > 0:
+            self.throttled += 1
+            raise ThrottledError(f"toy service: {call} throttled (rate {self.realism.throttle_rate}/s)")
 
     def _maybe_lose_response(self, call: str) -> None:
         if self.lost_responses.get(call, 0) > 0:
@@ -263,3 +335,19 @@ class ToyDriver:
     def throttle_next_submit(self) -> None:
         """Refuse the next submit with :class:`ThrottledError` (nothing is created)."""
         self.service.throttle_next("submit")
+
+    def set_realism(self, realism: Realism) -> None:
+        """
+        Make the service as unkind as ``realism`` (lag, throttling, page size, retention).
+
+        .. versionadded:: 0.4.0
+        """
+        self.service.set_realism(realism)
+
+    def lose_next_submit_response(self) -> None:
+        """
+        Create the job of the next submit but answer with a transient error (a lost response).
+
+        .. versionadded:: 0.4.0
+        """
+        self.service.lose_next_response("submit")
