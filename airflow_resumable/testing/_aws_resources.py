@@ -251,6 +251,14 @@ class MotoJobDriver:
         """Answer the next submit call with HTTP 400 ``ThrottlingException`` (nothing is created)."""
         self.control.throttle(self._kind.submit_operation, service=self._kind.service)
 
+    def lose_next_submit_response(self) -> None:
+        """
+        Carry out the next submit call, then answer HTTP 500 (a lost response).
+
+        .. versionadded:: 0.4.0
+        """
+        self.control.lose_response(self._kind.submit_operation, service=self._kind.service)
+
     @staticmethod
     def _ids(external_id: JsonValue) -> list[str]:
         return [str(i) for i in external_id] if isinstance(external_id, list) else [str(external_id)]

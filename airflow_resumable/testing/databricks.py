@@ -622,3 +622,11 @@ class FakeDatabricksDriver:
         .. versionadded:: 0.4.0
         """
         self.fake.set_realism(realism)
+
+    def lose_next_submit_response(self) -> None:
+        """
+        Create the run of the next submit call, then answer HTTP 500 (a lost response).
+
+        .. versionadded:: 0.4.0
+        """
+        self.fake.inject_fault(self.submit_endpoint, 500, after_handling=True)
