@@ -13,7 +13,7 @@ Databricks hook retries (one attempt per call), so every throttled answer reache
 Once every job has been read by a resumed try, the jobs end.
 
 The tries run in threads (``mass_resume_threads.py`` says exactly what is real); ``--airflow``
-runs the Batch half on a real deployment instead (``mass_resume_airflow.py``; PostgreSQL,
+runs each service on a real deployment instead (``mass_resume_airflow.py``; PostgreSQL,
 LocalExecutor, a node drain of 64 task instances). There ``resume_delay`` is 30 s by default:
 at 5 s a loaded scheduler can fail the resumed try (docs/benchmarks.md, *On a real deployment*).
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mass_resume_threads import BatchService, DatabricksService, ThreadResult, run_threads  # siblings
 
-from airflow_resumable.testing.aws import MotoControlClient, MotoProcess, aws_connection_env, provision_batch
+from airflow_resumable.testing.aws import MotoControlClient, MotoProcess, provision_batch
 from airflow_resumable.testing.databricks import FakeDatabricksProcess
 from airflow_resumable.testing.realism import Realism
 from airflow_resumable.testing.services import missing_services
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "--poll-interval", type=float, default=30.0, help="the operators' poll interval (default 30 s)"
     )
     parser.add_argument(
-        "--airflow", action="store_true", help="Batch on a real Airflow deployment (needs PostgreSQL)"
+        "--airflow", action="store_true", help="on a real Airflow deployment (needs PostgreSQL)"
     )
     parser.add_argument(
         "--resume-delay",
@@ -108,14 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     realism = Realism(throttle_rate=args.rate or None, throttle_burst=args.burst)
-    if realism.throttle_rate is not None and not hasattr(MotoControlClient, "set_realism"):
+    no_realism = not hasattr(MotoControlClient, "set_realism")
+    if realism.throttle_rate is not None and "batch" in args.services and no_realism:
         print("FAILED: this moto controller cannot throttle (no set_realism): Batch not measured")
-        if args.airflow or "databricks" not in args.services:
+        if "databricks" not in args.services:
             return 1
         args.services = ["databricks"]
-        return max(_main_threads(args, realism), 1)
+        return max(_main_airflow(args, realism) if args.airflow else _main_threads(args, realism), 1)
     if args.airflow:
-        return _main_airflow(args.tasks, realism, args.resume_delay)
+        return _main_airflow(args, realism)
     return _main_threads(args, realism)
 
 
@@ -147,38 +148,36 @@ def _service(name: str, logs: Path) -> Iterator[Service]:
             yield DatabricksService(fake.client, fake.url)
 
 
-def _main_airflow(tasks: int, realism: Realism, resume_delay: float) -> int:
+def _main_airflow(args: argparse.Namespace, realism: Realism) -> int:
     from mass_resume_airflow import report_airflow, run_airflow
 
     if missing := missing_services("postgres"):
         print(f"mass_resume --airflow: needs {', '.join(missing)} (docs/deployment.md); skipped")
         return 0
-    with (
-        tempfile.TemporaryDirectory(prefix="mass-resume-") as logs,
-        MotoProcess(lifecycle="manual", log_path=Path(logs) / "moto.log") as moto,
-    ):
-        batch = provision_batch(moto.url, name="resume")
-        conf = {"job_queue": batch.job_queue, "job_definition": batch.job_definition}
-        clouds_env = {
-            **aws_connection_env(moto.url, max_attempts=1),
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "65",
-            # Task processes starting at once on 2 cores: each parses the DAG file slowly.
-            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
-            # Airflow's default heartbeat (the cluster's 1 s makes a call a second per task).
-            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
-            "MASS_RESUME_DELAY": str(resume_delay),
-        }
-        result = run_airflow(moto.client, conf, realism, tasks=min(tasks, 64), clouds_env=clouds_env)
-    broken = report_airflow(result, _api(realism))
-    if realism.throttle_rate is not None and result.throttled_answers == 0:
-        broken.append("the throttle refused no call: the run did not test a throttled resume")
+    clouds_env = {
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "65",
+        # Task processes starting at once on 2 cores: each parses the DAG file slowly.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
+        # Airflow's default heartbeat (the cluster's 1 s makes a call a second per task).
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
+        "MASS_RESUME_DELAY": str(args.resume_delay),
+    }
+    broken = []
+    with tempfile.TemporaryDirectory(prefix="mass-resume-") as logs:
+        for name in args.services:
+            with _service(name, Path(logs)) as service:
+                result = run_airflow(service, realism, tasks=min(args.tasks, 64), clouds_env=clouds_env)
+            failed = report_airflow(result, _api(realism))
+            if realism.throttle_rate is not None and result.throttled_answers == 0:
+                failed.append("the throttle refused no call: the run did not test a throttled resume")
+            if failed:
+                print(f"The deployment's home and logs are kept: {result.home}")
+            else:
+                shutil.rmtree(result.home, ignore_errors=True)
+            broken += [f"{result.operator_class} on Airflow: {claim}" for claim in failed]
     for claim in broken:
         print(f"FAILED: {claim}")
-    if broken:
-        print(f"The deployment's home and logs are kept: {result.home}")
-    else:
-        shutil.rmtree(result.home, ignore_errors=True)
     return 1 if broken else 0
 
 

@@ -1,13 +1,14 @@
 """
 The mass resume on a real Airflow deployment (``benchmarks/mass_resume.py --airflow``).
 
-The DAG ``benchmarks/dags/mass_resume_dags.py`` maps ``ResumableBatchOperator`` over N jobs on
-LocalExecutor and PostgreSQL (N worker slots), against the moto lifecycle controller in its own
-process. Once every task polls its running job, the controller's throttle goes on and every
-task's supervisor gets SIGTERM at once (a node drain): each try checkpoints
-(``up_for_reschedule``) and all resume ``resume_delay`` (5 s) later, as fast as the scheduler and
-the machine start N task processes. Once every job has been read by a resumed try, the benchmark
-ends the jobs and waits for the DAG run. Retries used are Airflow's (tries beyond the first).
+The DAG ``benchmarks/dags/mass_resume_dags.py`` maps ``ResumableBatchOperator`` or
+``ResumableDatabricksSubmitRunOperator`` over N jobs on LocalExecutor and PostgreSQL (N worker
+slots), against the moto lifecycle controller or the fake Databricks in its own process. Once
+every task polls its running job, the fake's throttle goes on and every task's supervisor gets
+SIGTERM at once (a node drain): each try checkpoints (``up_for_reschedule``) and all resume
+``resume_delay`` later, as fast as the scheduler and the machine start N task processes. Once
+every job has been read by a resumed try, the benchmark ends the jobs and waits for the DAG run.
+Retries used are Airflow's (tries beyond the first).
 
 On 2 cores 64 task processes starting at once load Airflow heavily: the REST calls of this module
 tolerate time-outs; on a machine busy with other work, tries can fail at start-up on Execution API
@@ -28,24 +29,24 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
-from mass_resume_threads import BatchService
 
 from airflow_resumable.testing.cluster import AirflowCluster, wait_until
 from airflow_resumable.testing.services import fresh_postgres_database, service_urls
 
 if TYPE_CHECKING:
-    from airflow_resumable.testing.aws import MotoControl
+    from mass_resume_threads import Service
+
     from airflow_resumable.testing.realism import Realism
 
 DAGS = Path(__file__).parent / "dags"
 DAG_ID = "mass_resume"
-TASK_ID = "batch"
 
 
 @dataclass
 class AirflowResult:
     """One run's figures; seconds from the SIGTERM to the supervisors (``finished_s``: from the jobs' end)."""
 
+    operator_class: str
     tasks: int
     succeeded: int
     checkpointed_s: float
@@ -66,14 +67,14 @@ class AirflowResult:
         return max(0, self.jobs_created - self.tasks)
 
 
-def _tis(cluster: AirflowCluster, run_id: str) -> list[dict[str, Any]] | None:
+def _tis(cluster: AirflowCluster, run_id: str, task_id: str) -> list[dict[str, Any]] | None:
     """The run's task instances; None when the API server did not answer in time (it is loaded)."""
     path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
     try:
         found = cluster.api("GET", path, params={"limit": 200})
     except httpx.TimeoutException:
         return None
-    return [ti for ti in found["task_instances"] if ti["task_id"] == TASK_ID]
+    return [ti for ti in found["task_instances"] if ti["task_id"] == task_id]
 
 
 def _run_finished(cluster: AirflowCluster, run_id: str) -> bool:
@@ -84,14 +85,14 @@ def _run_finished(cluster: AirflowCluster, run_id: str) -> bool:
         return False
 
 
-def _supervisors(cluster: AirflowCluster, run_id: str, tasks: int) -> list[int] | None:
+def _supervisors(cluster: AirflowCluster, run_id: str, task_id: str, tasks: int) -> list[int] | None:
     """
     The supervisor pid of every running task instance, found in one pass over the processes.
 
     A task process is titled ``airflow worker -- <ti id>``; its parent is its supervisor. One
     REST call for all (a call per task instance can wait 30 s on a loaded API server).
     """
-    tis = _tis(cluster, run_id)
+    tis = _tis(cluster, run_id, task_id)
     if tis is None or len(tis) != tasks or any(ti["state"] != "running" for ti in tis):
         return None
     titles = {f"airflow worker -- {ti['id']}" for ti in tis}
@@ -114,10 +115,10 @@ def _log_count(cluster: AirflowCluster, run_id: str, *texts: str) -> int:
 
 
 def run_airflow(
-    moto: MotoControl, conf: dict[str, str], realism: Realism, *, tasks: int, clouds_env: dict[str, str]
+    service: Service, realism: Realism, *, tasks: int, clouds_env: dict[str, str]
 ) -> AirflowResult:
-    """Run the DAG with ``tasks`` mapped tasks, drain the worker, let all resume, finish the jobs."""
-    service = BatchService(moto, conf)
+    """Run the DAG with ``tasks`` mapped tasks of ``service``, drain, let all resume, end the jobs."""
+    task_id = service.task_id
     label = f"r{uuid.uuid4().hex[:6]}"
     home = Path(tempfile.mkdtemp(prefix="mass-resume-"))
     with (
@@ -125,7 +126,7 @@ def run_airflow(
         AirflowCluster(
             DAGS,
             home=home,
-            env=clouds_env,
+            env={**clouds_env, **service.env},
             executor_parallelism=tasks + 1,
             database_url=database_url,
             dag_ids={DAG_ID},
@@ -133,7 +134,7 @@ def run_airflow(
         ) as cluster,
     ):
         began = time.time()
-        run_id = cluster.trigger(DAG_ID, {**conf, "label": label, "tasks": tasks})
+        run_id = cluster.trigger(DAG_ID, {**service.dag_conf, "label": label, f"{task_id}_tasks": tasks})
 
         def all_polling() -> set[str] | None:
             jobs = set(service.created(label))
@@ -143,7 +144,7 @@ def run_airflow(
             all_polling, timeout=900, what="every task polling its job", step=1.0, check=cluster.check
         )
         supervisors = wait_until(
-            lambda: _supervisors(cluster, run_id, tasks),
+            lambda: _supervisors(cluster, run_id, task_id, tasks),
             timeout=300,
             what="the supervisors",
             check=cluster.check,
@@ -155,7 +156,7 @@ def run_airflow(
             os.kill(pid, signal.SIGTERM)
 
         def all_checkpointed() -> bool:
-            states = [ti["state"] for ti in _tis(cluster, run_id) or ()]
+            states = [ti["state"] for ti in _tis(cluster, run_id, task_id) or ()]
             return len(states) == tasks and set(states) == {"up_for_reschedule"}
 
         wait_until(
@@ -175,9 +176,10 @@ def run_airflow(
         with contextlib.suppress(TimeoutError):
             wait_until(lambda: _run_finished(cluster, run_id), timeout=900, what="the DAG run", step=1.0)
         finished = time.time()
-        tis = wait_until(lambda: _tis(cluster, run_id), timeout=120, what="the task instances")
+        tis = wait_until(lambda: _tis(cluster, run_id, task_id), timeout=120, what="the task instances")
         calls, throttled = service.calls(signalled)
         result = AirflowResult(
+            operator_class=service.operator_class,
             tasks=tasks,
             succeeded=sum(ti["state"] == "success" for ti in tis),
             checkpointed_s=round(checkpointed - signalled, 1),
@@ -199,7 +201,7 @@ def run_airflow(
 
 def report_airflow(result: AirflowResult, api: str) -> list[str]:
     """Print the figures; return the broken claims (empty when the run holds them all)."""
-    print(f"\nMass resume on Airflow: {result.tasks} ResumableBatchOperator tasks, one node drain, {api}\n")
+    print(f"\nMass resume on Airflow: {result.tasks} {result.operator_class} tasks, one node drain, {api}\n")
     rows = [
         ("tasks", result.tasks),
         ("task instances succeeded", result.succeeded),

@@ -62,6 +62,12 @@ class Service(Protocol):
 
     name: str
     operator_class: str
+    #: The task id of its operator (in the threads and in the DAG).
+    task_id: str
+    #: What the DAG run's conf needs for this service's task (``--airflow``).
+    dag_conf: dict[str, str]
+    #: The connection's environment variables.
+    env: dict[str, str]
 
     def operator(self, index: int, label: str, poll_interval: float) -> BaseOperator:
         """The task's operator (a new instance per try, as in a new task process)."""
@@ -85,15 +91,16 @@ class Service(Protocol):
 class BatchService:
     """AWS Batch on the moto lifecycle controller (``DescribeJobs`` reads the status)."""
 
-    name, operator_class = "AWS Batch", "ResumableBatchOperator"
+    name, operator_class, task_id = "AWS Batch", "ResumableBatchOperator", "batch"
 
     def __init__(self, moto: MotoControl, conf: dict[str, str]) -> None:
-        self.moto, self.conf = moto, conf
-        os.environ.update(aws_connection_env(moto.url, max_attempts=1))  # botocore: one attempt
+        self.moto, self.conf, self.dag_conf = moto, conf, conf
+        self.env = aws_connection_env(moto.url, max_attempts=1)  # botocore: one attempt
+        os.environ.update(self.env)
 
     def operator(self, index: int, label: str, poll_interval: float) -> BaseOperator:
         return ResumableBatchOperator(
-            task_id="batch",
+            task_id=self.task_id,
             job_name=f"resume-{label}-{index}",
             job_queue=self.conf["job_queue"],
             job_definition=self.conf["job_definition"],
@@ -135,11 +142,13 @@ class BatchService:
 class DatabricksService:
     """Databricks Jobs on the fake Databricks (``runs/get`` reads the status)."""
 
-    name, operator_class = "Databricks Jobs", "ResumableDatabricksSubmitRunOperator"
+    name, operator_class, task_id = "Databricks Jobs", "ResumableDatabricksSubmitRunOperator", "databricks"
 
     def __init__(self, fake: FakeDatabricksControl, url: str) -> None:
         self.fake = fake
-        os.environ.update(databricks_connection_env(url))
+        self.dag_conf: dict[str, str] = {}
+        self.env = databricks_connection_env(url)
+        os.environ.update(self.env)
 
     def operator(self, index: int, label: str, poll_interval: float) -> BaseOperator:
         task = {
@@ -148,7 +157,7 @@ class DatabricksService:
             "notebook_task": {"notebook_path": "/x"},
         }
         return ResumableDatabricksSubmitRunOperator(
-            task_id="databricks",
+            task_id=self.task_id,
             json={"run_name": f"resume-{label}-{index}", "tasks": [task]},
             polling_period_seconds=poll_interval,
             # One attempt per call, as botocore's above: every 429 reaches the operator.
