@@ -29,14 +29,14 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/worker_slots.py
 	$(BIN)/python benchmarks/mass_shutdown.py
 	$(BIN)/python benchmarks/mass_resume.py
-	$(BIN)/python benchmarks/mass_resume.py --airflow
+	$(BIN)/python benchmarks/mass_resume.py --airflow --services batch
 
 # 64 resumable tries per operator (Batch, Databricks submit-run) resume at the same instant against
 # a throttled fake, then 64 Batch tasks on Airflow after a node drain (needs PostgreSQL): 0
 # duplicates, 0 retries, the seconds until all reconnected (~6 min).
 mass-resume: $(STAMP)
 	$(BIN)/python benchmarks/mass_resume.py
-	$(BIN)/python benchmarks/mass_resume.py --airflow
+	$(BIN)/python benchmarks/mass_resume.py --airflow --services batch
 
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_resumable tests system_tests demo benchmarks scripts docs/*.py
