@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
@@ -39,14 +40,16 @@ if TYPE_CHECKING:
 
 __all__ = ["PROOF_LAG", "PROOF_LAGS", "ProofContract", "realism_of"]
 
-#: The larger lag of the proof, in seconds: small enough for every ``make test``; the environment
-#: variable ``AIRFLOW_RESUMABLE_PROOF_LAG`` raises it (``make chaos`` and full runs: 10).
-PROOF_LAG = float(os.environ.get("AIRFLOW_RESUMABLE_PROOF_LAG", "1.5"))
+#: The larger lag of the proof, in seconds; the environment variable
+#: ``AIRFLOW_RESUMABLE_PROOF_LAG`` raises it (``make chaos`` and full runs: 10). 0.7 s by default:
+#: several status reads miss the job, yet it shows by the mixin's third look (0.25 + 0.5 s of
+#: waits), so each lagged case costs under a second more than at lag 0 in every ``make test``.
+PROOF_LAG = float(os.environ.get("AIRFLOW_RESUMABLE_PROOF_LAG", "0.7"))
 #: The lags every proof case runs under.
 PROOF_LAGS = (0.0, PROOF_LAG)
-#: The lag of the young-job scenario: long enough that the first status read comes inside it
-#: even over HTTP on a loaded machine.
-YOUNG_LAG = 1.0
+#: The lag of the young-job scenario: the first status read comes inside it even over HTTP on a
+#: loaded machine (it comes milliseconds after the submit), and the job shows by the third look.
+YOUNG_LAG = 0.7
 
 
 def _has_realism(cloud: CloudDriver) -> bool:
@@ -116,6 +119,25 @@ class ProofContract:
     def _lagged(self, lag: float) -> Realism:
         return self.realism.evolve(visibility_lag=lag)
 
+    def _run_lagged(
+        self, cloud: CloudDriver, probe: ScenarioProbe, lag: float, **overrides: Any
+    ) -> DagRunOutcome:
+        """
+        A scenario under ``lag``: the try's timeout and the stall watch grow by what waiting out
+        a lag can take (a try may wait out two: an earlier job's and its own; a decision's waits
+        make no status call through the poll loop).
+        """
+        timeout = getattr(self, "scenario_timeout", timedelta(seconds=30)) + timedelta(seconds=3 * lag)
+        stall = float(getattr(self, "stall_timeout", 10.0)) + 3 * lag
+        return self._run(
+            cloud,
+            probe,
+            realism=self._lagged(lag),
+            execution_timeout=timeout,
+            stall_timeout=stall,
+            **overrides,
+        )
+
     # ----------------------------------------------------------------------- realism scenarios
     def test_young_job_invisible(self, cloud: CloudDriver) -> None:
         """
@@ -130,10 +152,10 @@ class ProofContract:
             f"{type(cloud).__name__} showed the job at once under visibility_lag={lag}: its "
             f"set_realism does not hide a young job from status reads"
         )
-        assert outcome.task("job").state == "success"
         assert outcome.task("job").try_number == 1, "a job not visible yet cost a try"
-        assert len(cloud.submitted_ids()) == 1, f"jobs created: {cloud.submitted_ids()}"
         assert self._record(outcome)["generation"] == 1, "a job not visible yet was taken for expired"
+        assert len(cloud.submitted_ids()) == 1, f"jobs created: {cloud.submitted_ids()}"
+        assert outcome.task("job").state == "success"
 
     def test_throttled_status_reads(self, cloud: CloudDriver) -> None:
         """Status reads refused for their rate are waited out: success, no retry used, one job."""
@@ -145,9 +167,9 @@ class ProofContract:
 
         probe = ScenarioProbe(cloud, on_poll)
         outcome = self._run(cloud, probe, realism=self.realism.evolve(throttle_rate=4.0, throttle_burst=1))
-        assert outcome.task("job").state == "success"
         assert outcome.task("job").try_number == 1, "throttled status reads cost a try"
         assert len(cloud.submitted_ids()) == 1, f"jobs created: {cloud.submitted_ids()}"
+        assert outcome.task("job").state == "success"
 
     def test_lookup_past_first_page(self, cloud: CloudDriver) -> None:
         """
@@ -171,12 +193,12 @@ class ProofContract:
         outcome = self._run(cloud, probe, realism=self.realism.evolve(page_size=1), visibility_window=window)
         own = probe.submitted[1][0]
         assert len(probe.namesakes) == 2, "the kit's namesakes were not created"
-        assert outcome.task("job").state == "success"
         assert probe.polled[2] == [own], (
             f"try 2 polled {probe.polled[2]}, not its own job {own!r} (namesakes {probe.namesakes}): "
             f"find_job must read every page of the listing"
         )
         assert len(cloud.submitted_ids()) == 3, f"a duplicate: jobs created {cloud.submitted_ids()}"
+        assert outcome.task("job").state == "success"
 
     # ------------------------------------------------------------------------ proof under lag
     @pytest.mark.parametrize("lag", PROOF_LAGS, ids=lambda lag: f"lag{lag:g}")
@@ -188,23 +210,23 @@ class ProofContract:
             pytest.skip(f"{type(cloud).__name__} has no lose_next_submit_response()")
         lose()
         probe = ScenarioProbe(cloud, finish_on_first_poll())
-        outcome = self._run(cloud, probe, realism=self._lagged(lag))
+        outcome = self._run_lagged(cloud, probe, lag)
         self._proof("lost_submit_response", lag, cloud, outcome)
-        assert outcome.task("job").state == "success"
         assert len(cloud.submitted_ids()) == 1, f"jobs created: {cloud.submitted_ids()}"
         assert self._record(outcome)["generation"] == 1
+        assert outcome.task("job").state == "success"
 
     @pytest.mark.parametrize("lag", PROOF_LAGS, ids=lambda lag: f"lag{lag:g}")
     def test_proof_crash_before_persist(self, cloud: CloudDriver, lag: float) -> None:
         """A crash after the service accepted the job, before its id was stored: one job, success."""
         require_realism(cloud)
         probe = ScenarioProbe(cloud, finish_on_first_poll(), crash_after_submit={1})
-        outcome = self._run(cloud, probe, realism=self._lagged(lag))
+        outcome = self._run_lagged(cloud, probe, lag)
         self._proof("crash_before_persist", lag, cloud, outcome)
-        assert outcome.task("job").state == "success"
-        assert outcome.task("job").try_number == 2
         assert len(cloud.submitted_ids()) == 1, f"jobs created: {cloud.submitted_ids()}"
         assert probe.polled[2] == [cloud.submitted_ids()[0]]
+        assert outcome.task("job").try_number == 2
+        assert outcome.task("job").state == "success"
 
     @pytest.mark.parametrize("lag", PROOF_LAGS, ids=lambda lag: f"lag{lag:g}")
     def test_proof_checkpoint_right_after_submit(self, cloud: CloudDriver, lag: float) -> None:
@@ -223,7 +245,7 @@ class ProofContract:
                 probe.cloud.finish(external_id, succeeded=True)
 
         probe = ScenarioProbe(cloud, on_poll)
-        outcome = self._run(cloud, probe, realism=self._lagged(lag))
+        outcome = self._run_lagged(cloud, probe, lag)
         seconds = f"{since_submit[0]:.2f}" if since_submit else "none"
         self._proof("checkpoint_after_submit", lag, cloud, outcome, signal_after_submit_s=seconds)
         assert since_submit and since_submit[0] < 1.0, f"the SIGTERM came {seconds} s after the submit"
@@ -232,11 +254,13 @@ class ProofContract:
         assert probe.executions == 2
         assert len(cloud.submitted_ids()) == 1 and cloud.cancelled_ids() == []
 
-    @pytest.mark.parametrize("lag", PROOF_LAGS, ids=lambda lag: f"lag{lag:g}")
+    @pytest.mark.parametrize("lag", PROOF_LAGS[1:], ids=lambda lag: f"lag{lag:g}")
     def test_proof_reconnect_after_expiry(self, cloud: CloudDriver, lag: float) -> None:
         """
         The service forgot the job before the retry reconnects: the retry submits the next
         generation once the old job is past the visibility window: one job per generation.
+
+        At lag 0 the case is ``test_expired_job_raises_job_not_found`` (it prints the lag-0 line).
         """
         require_realism(cloud)
 
@@ -248,11 +272,13 @@ class ProofContract:
 
         probe = ScenarioProbe(cloud, on_poll)
         # The window must outlast the lag (the next generation's job is young too), and the
-        # forgotten job must outlast the window before it counts as expired: a second past the lag.
-        outcome = self._run(cloud, probe, realism=self._lagged(lag), visibility_window=lag + 1.0)
+        # forgotten job must outlast the window before it counts as expired: just past the lag
+        # (a job younger than the lag is always younger than the window: the mixin's age of a
+        # job never exceeds the truth).
+        outcome = self._run_lagged(cloud, probe, lag, visibility_window=lag + 0.05)
         self._proof("reconnect_after_expiry", lag, cloud, outcome)
-        assert outcome.task("job").state == "success"
         submitted = cloud.submitted_ids()
         assert len(submitted) == 2, f"two generations, one job each: jobs created {submitted}"
         assert probe.polled[2] == [submitted[1]]
         assert self._record(outcome)["generation"] == 2
+        assert outcome.task("job").state == "success"

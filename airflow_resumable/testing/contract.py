@@ -133,6 +133,7 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         map_markers: list[str] | None = None,
         spec_value: str = "v1",
         realism: Realism | None = None,
+        stall_timeout: float | None = None,
         **overrides: Any,
     ) -> DagRunOutcome:
         from airflow.sdk import DAG
@@ -165,7 +166,7 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         with (
             realism_of(cloud, self.realism if realism is None else realism),
             probe.install(self.operator_class),
-            _StallWatch(probe, self.stall_timeout) as watch,
+            _StallWatch(probe, self.stall_timeout if stall_timeout is None else stall_timeout) as watch,
         ):
             outcome = run_dag(dag)
         if watch.stalled is not None:
@@ -283,7 +284,9 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         probe = ScenarioProbe(cloud, on_poll)
         # Expired, not young: within its visibility window a job the service does not find is
         # waited for (it may not be visible yet); a 1 s window makes the forgotten job old at once.
-        outcome = self._run(cloud, probe, visibility_window=1.0)
+        # At lag 0 this is the proof's reconnect-after-expiry case (test_proof_* has the lagged one).
+        outcome = self._run(cloud, probe, visibility_window=1.0, realism=self._lagged(0.0))
+        self._proof("reconnect_after_expiry", 0.0, cloud, outcome)
         assert probe.expired_reads != [], "nothing asked the service about the expired job"
         assert set(probe.expired_reads) == {"raised JobNotFoundError"}, (
             f"get_job_status on an expired job: {probe.expired_reads}; it must raise "
@@ -302,8 +305,8 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         throttle()
         probe = ScenarioProbe(cloud, finish_on_first_poll())
         outcome = self._run(cloud, probe)
-        assert outcome.task("job").state == "success"
         assert outcome.task("job").try_number == 1, "a throttled submit burned a retry"
+        assert outcome.task("job").state == "success"
         assert len(cloud.submitted_ids()) == 1
 
     def test_state_store_write_fails_once(self, cloud: CloudDriver) -> None:

@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk import BaseOperator
 from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
 
-from airflow_resumable.exceptions import JobNotFoundError
+from airflow_resumable.exceptions import JobNotFoundError, TransientCloudError
 from airflow_resumable.testing.contract import ResumableOperatorContract
 from airflow_resumable.testing.toy import ToyDriver, ToyTaggedJobOperator, toy_service
 
@@ -28,6 +28,8 @@ class CoreMixinToyOperator(ToyTaggedJobOperator):
 
 class _CoreMixinKit(ResumableOperatorContract):
     operator_class = CoreMixinToyOperator
+    # The core mixin has no visibility window; these tests are about its other defects.
+    realism = ResumableOperatorContract.realism.evolve(visibility_lag=0.0)
 
     def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:
         return {"service": cloud.service.name, "command": f"echo {spec_marker}", "poll_interval": 0.001}
@@ -78,7 +80,14 @@ class PseudoStateReporter(ToyTaggedJobOperator):
 
 
 class ThrottleIntolerant(ToyTaggedJobOperator):
-    """Defect: no error is transient, so one throttled submit fails the try."""
+    """Defect: no error is transient nor throttling, so one throttled submit fails the try."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # A short window: the next try does not look for the never-created job for a minute.
+        super().__init__(visibility_window=1, **kwargs)
+
+    def is_throttling_error(self, error: BaseException) -> bool:
+        return False
 
     def is_transient_error(self, error: BaseException) -> bool:
         return False
@@ -99,7 +108,7 @@ class StockLikeOperator(BaseOperator):
         threading.Event().wait(60)
 
 
-class StockFirst(StockLikeOperator, ToyTaggedJobOperator):  # type: ignore[misc]
+class StockFirst(StockLikeOperator, ToyTaggedJobOperator):
     """Defect: the stock class first in the bases, so its ``execute`` wins."""
 
 
@@ -157,3 +166,90 @@ def test_kit_failures_show_their_values(driver: ToyDriver) -> None:
     with pytest.raises(AssertionError) as failure:
         _CoreMixinKit().test_crash_between_submit_and_persist(driver)
     assert "2 == 1" in str(failure.value)
+
+
+class YoungJobTakenForExpired(ToyTaggedJobOperator):
+    """Defect: no visibility window, so a young job's not-found reads as an expired job."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(visibility_window=0, **kwargs)
+
+
+class GivesUpOnThrottling(ToyTaggedJobOperator):
+    """Defect: a throttled call is neither waited out nor retried: the try fails."""
+
+    def is_throttling_error(self, error: BaseException) -> bool:
+        return False
+
+    def is_transient_error(self, error: BaseException) -> bool:
+        return False
+
+
+class FirstPageOnly(ToyTaggedJobOperator):
+    """Defect: ``find_job`` reads only the first page of the listing."""
+
+    def find_job(self, token: str, context: Context) -> JsonValue:
+        page, _next = self._svc.list_jobs()
+        return next((job.job_id for job in page if job.token == token), None)
+
+
+class KindDriver(ToyDriver):
+    """A driver whose fake answers at once: it has no ``set_realism``."""
+
+    set_realism = None  # type: ignore[assignment]
+
+
+def test_kit_catches_a_young_job_taken_for_expired(tagged: ToyDriver) -> None:
+    """An operator without a visibility window resubmits a job that is only young; the kit says so."""
+    with pytest.raises(AssertionError, match="a job not visible yet"):
+        _toy_kit(YoungJobTakenForExpired).test_young_job_invisible(tagged)
+    assert len(tagged.submitted_ids()) == 2
+
+
+def test_kit_catches_giving_up_on_throttling(tagged: ToyDriver) -> None:
+    """An operator that fails on a throttled status read spends a try; the kit says so."""
+    with pytest.raises(AssertionError, match="throttled status reads cost a try"):
+        _toy_kit(GivesUpOnThrottling).test_throttled_status_reads(tagged)
+    assert tagged.service.throttled > 0
+
+
+def test_kit_catches_a_lookup_of_the_first_page_only(tagged: ToyDriver) -> None:
+    """A find_job that reads one page misses its job behind a namesake and submits a duplicate."""
+    with pytest.raises(AssertionError, match="find_job must read every page"):
+        _toy_kit(FirstPageOnly).test_lookup_past_first_page(tagged)
+    assert len(tagged.submitted_ids()) == 4
+
+
+def test_kit_reports_a_fake_that_answers_at_once() -> None:
+    """A driver without set_realism fails each realism scenario in one line."""
+    kind = KindDriver(toy_service(f"kind-{uuid.uuid4().hex[:6]}", deduplicates=False))
+    expected = "KindDriver answers at once: kinder than the cloud it stands for; give it set_realism(...)"
+    kit = _toy_kit(ToyTaggedJobOperator)
+    scenarios = [
+        kit.test_young_job_invisible,
+        kit.test_throttled_status_reads,
+        kit.test_lookup_past_first_page,
+        lambda cloud: kit.test_proof_crash_before_persist(cloud, 1.0),
+    ]
+    for scenario in scenarios:
+        with pytest.raises(pytest.fail.Exception) as failure:
+            scenario(kind)
+        assert str(failure.value) == expected
+    assert kind.submitted_ids() == []
+
+
+def test_kit_catches_a_lost_response_that_makes_two_jobs(tagged: ToyDriver) -> None:
+    """A service whose answer was lost, with no lookup by token: a duplicate under lag; the kit sees it."""
+    with pytest.raises(AssertionError, match="jobs created"):
+        _toy_kit(NoPatienceForLookups).test_proof_lost_submit_response(tagged, 1.0)
+    assert len(tagged.submitted_ids()) >= 2
+
+
+class NoPatienceForLookups(ToyTaggedJobOperator):
+    """Defect: after a lost answer, one look for the job (which is not listed yet), then a resubmit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(visibility_window=0, **kwargs)
+
+    def is_transient_error(self, error: BaseException) -> bool:
+        return isinstance(error, TransientCloudError)
