@@ -26,6 +26,7 @@ from werkzeug.wrappers import Request, Response
 
 from airflow_resumable.testing._aws_state import ControllerState, configure_moto
 from airflow_resumable.testing._aws_wire import Reply, identify_call
+from airflow_resumable.testing.realism import Realism
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +52,8 @@ _ROUTES = Map(
         Rule(f"{CONTROL_PREFIX}/faults", endpoint="clear_faults", methods=["DELETE"]),
         Rule(f"{CONTROL_PREFIX}/lifecycle", endpoint="set_lifecycle", methods=["POST"]),
         Rule(f"{CONTROL_PREFIX}/ledger", endpoint="ledger", methods=["GET"]),
+        Rule(f"{CONTROL_PREFIX}/realism", endpoint="realism", methods=["GET"]),
+        Rule(f"{CONTROL_PREFIX}/realism", endpoint="set_realism", methods=["POST"]),
         Rule(f"{CONTROL_PREFIX}/reset", endpoint="reset", methods=["POST"]),
     ]
 )
@@ -78,8 +81,10 @@ class ControlledMotoApp:
         if call is None:  # unsigned requests and moto's own /moto-api: straight to moto
             return self.moto(environ, start_response)
 
-        def forward() -> Reply:
-            environ["wsgi.input"] = io.BytesIO(body)
+        def forward(replaced: bytes | None = None) -> Reply:
+            data = body if replaced is None else replaced
+            environ["wsgi.input"] = io.BytesIO(data)
+            environ["CONTENT_LENGTH"] = str(len(data))
             return self._forward(environ)
 
         reply = self.state.handle(call, forward)
@@ -163,6 +168,10 @@ class ControlledMotoApp:
             )
         elif endpoint == "ledger":
             return {"entries": [entry.to_dict() for entry in state.ledger()]}
+        elif endpoint == "realism":
+            return state.realism.to_dict()
+        elif endpoint == "set_realism":
+            state.set_realism(Realism.from_dict(payload))
         elif endpoint == "reset":
             state.reset()
         return {}
@@ -214,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--final-result", choices=("succeeded", "failed"), default="succeeded")
     parser.add_argument("--reads-per-state", type=int, default=1)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--realism", default=None, help="a Realism as JSON, e.g. '{\"visibility_lag\": 2.0}'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     configure_moto()
@@ -222,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_duration=args.run_duration,
         final_result=args.final_result,
         reads_per_state=args.reads_per_state,
+        realism=Realism.from_dict(json.loads(args.realism)) if args.realism else None,
     )
     server = serve(state, args.port)
     url = f"http://127.0.0.1:{server.server_port}"

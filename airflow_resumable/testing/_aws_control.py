@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from airflow_resumable.testing._aws_jobs import kind_for
 from airflow_resumable.testing._aws_wire import LedgerEntry
+from airflow_resumable.testing.realism import Realism
 
 __all__ = ["MotoControl", "MotoControlClient", "MotoControlError"]
 
@@ -101,9 +102,26 @@ class MotoControl(Protocol):
         """Every API call, oldest first."""
         ...
 
+    def set_realism(self, realism: Realism) -> None:
+        """
+        Switch the visibility lag, throttling, page sizes and history retention from now on.
+
+        .. versionadded:: 0.4.0
+        """
+        ...
+
+    @property
+    def realism(self) -> Realism:
+        """The realism in force."""
+        ...
+
     def reset(self) -> None:
         """Forget every moto resource, job, token, fault and ledger entry."""
         ...
+
+    def throttled_calls(self, service: str | None = None) -> list[LedgerEntry]:
+        """The calls the realism's rate limit refused (nothing was carried out)."""
+        return [e for e in self.ledger() if e.fault == "throttled" and service in (None, e.service)]
 
     def throttle(
         self, operation: str, count: int = 1, *, status: int = 400, service: str | None = None
@@ -250,6 +268,13 @@ class MotoControlClient(MotoControl):
 
     def ledger(self) -> list[LedgerEntry]:
         return [LedgerEntry.from_dict(entry) for entry in self._call("GET", "/ledger")["entries"]]
+
+    def set_realism(self, realism: Realism) -> None:
+        self._call("POST", "/realism", realism.to_dict())
+
+    @property
+    def realism(self) -> Realism:
+        return Realism.from_dict(self._call("GET", "/realism"))
 
     def reset(self) -> None:
         self._call("POST", "/reset", {})

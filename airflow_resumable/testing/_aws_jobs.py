@@ -17,6 +17,7 @@ from airflow_resumable.testing._aws_jobs_glue import GLUE_KINDS
 from airflow_resumable.testing._aws_jobs_sagemaker import SAGEMAKER_KINDS
 from airflow_resumable.testing._aws_jobs_sfn import SFN_KINDS
 from airflow_resumable.testing._aws_kind import EPOCH, JobKind, TrackedJob
+from airflow_resumable.testing._aws_realism import Listing
 from airflow_resumable.testing._aws_wire import ErrorReply
 
 if TYPE_CHECKING:
@@ -37,6 +38,15 @@ class BatchJobs(JobKind):
     read_operations = frozenset(("DescribeJobs",))
     cancel_operations = frozenset(("TerminateJob", "CancelJob"))
     default_failure_reason = "Essential container in task exited"
+    throttle_error = (429, "TooManyRequestsException")
+    listings = {
+        "ListJobs": Listing("jobSummaryList", "jobId", "nextToken", "nextToken", "maxResults", 1000, 1000)
+    }
+
+    def conceal(self, call: ApiCall, body: dict[str, Any], hidden: set[str]) -> dict[str, Any]:
+        """``DescribeJobs`` leaves out the jobs it does not know (no error): so for young jobs."""
+        jobs = [job for job in body.get("jobs") or [] if str(job.get("jobId")) not in hidden]
+        return {**body, "jobs": jobs}
 
     def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
         return [(str(reply["jobId"]), None, None)]
@@ -113,6 +123,8 @@ class EmrSteps(JobKind):
     cancel_operations = frozenset(("CancelSteps",))
     default_failure_reason = "Step failed"
     sequential = True
+    not_found_error = (400, "InvalidRequestException", "Step id '{id}' is not valid.")
+    listings = {"ListSteps": Listing("Steps", "Id", "Marker", "Marker", None, 50, 50)}
 
     def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
         steps = call.body.get("Steps") or []
@@ -193,6 +205,7 @@ class EmrServerlessJobRuns(JobKind):
     cancel_operations = frozenset(("CancelJobRun",))
     default_failure_reason = "Job failed, please check complete logs in configured logging destination."
     token_conflict = (409, "ConflictException")
+    not_found_error = (404, "ResourceNotFoundException", "Job run {id} does not exist.")
 
     def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
         return [(str(reply["jobRunId"]), call.path_params.get("applicationId"), None)]
@@ -244,6 +257,7 @@ class EmrContainersJobRuns(JobKind):
     cancel_operations = frozenset(("CancelJobRun",))
     default_failure_reason = "Job run failed"
     token_conflict = (400, "ValidationException")
+    not_found_error = (400, "ResourceNotFoundException", "Job run {id} does not exist.")
 
     def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
         return [(str(reply["id"]), call.path_params.get("virtualClusterId"), None)]

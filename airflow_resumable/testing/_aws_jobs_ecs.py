@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_resumable.testing._aws_clients import aws_client
 from airflow_resumable.testing._aws_kind import JobKind
+from airflow_resumable.testing._aws_realism import Listing
 from airflow_resumable.testing._aws_wire import ErrorReply
 
 if TYPE_CHECKING:
@@ -89,6 +91,7 @@ class EcsTasks(JobKind):
     states = frozenset((*path, "DEACTIVATING", "STOPPING", "DEPROVISIONING", *terminal))
     submit_operation = "RunTask"
     read_operations = frozenset(("DescribeTasks",))
+    listings = {"ListTasks": Listing("taskArns", None, "nextToken", "nextToken", "maxResults", 100, 100)}
     cancel_operations = frozenset(("StopTask",))
     default_failure_reason = ESSENTIAL_EXITED_REASON
     token_conflict = (400, "ConflictException")
@@ -115,6 +118,16 @@ class EcsTasks(JobKind):
 
     def cancel_reason(self, call: ApiCall) -> str:
         return str(call.body.get("reason") or USER_STOP_REASON)
+
+    def conceal(self, call: ApiCall, body: dict[str, Any], hidden: set[str]) -> dict[str, Any]:
+        """``DescribeTasks`` reports a task it does not know under ``failures``, reason ``MISSING``."""
+        tasks = [task for task in body.get("tasks") or [] if str(task.get("taskArn")) not in hidden]
+        missing = [
+            {"arn": task["taskArn"], "reason": "MISSING"}
+            for task in body.get("tasks") or []
+            if str(task.get("taskArn")) in hidden
+        ]
+        return {**body, "tasks": tasks, "failures": [*(body.get("failures") or []), *missing]}
 
     def precheck(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> None:
         """``StopTask`` of a task the cluster does not hold: AWS's ``InvalidParameterException``."""
@@ -301,7 +314,6 @@ def provision_ecs(url: str, region: str = "us-east-1", *, name: str = "airflow-r
 
     .. versionadded:: 0.2.0
     """
-    from airflow_resumable.testing._aws_resources import aws_client
 
     ecs = aws_client(url, "ecs", region)
     cluster = f"{name}-cluster"

@@ -18,7 +18,9 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_resumable.testing._aws_clients import TEST_ROLE_ARN, aws_client
 from airflow_resumable.testing._aws_kind import JobKind
+from airflow_resumable.testing._aws_realism import Listing
 
 if TYPE_CHECKING:
     from airflow_resumable.testing._aws_kind import TrackedJob
@@ -50,7 +52,8 @@ class GlueJobRuns(JobKind):
     submit_operation = "StartJobRun"
     read_operations = frozenset(("GetJobRun",))
     cancel_operations = frozenset(("BatchStopJobRun",))
-    extra_operations = frozenset(("GetJobRuns",))
+    not_found_error = (400, "EntityNotFoundException", "Job run {id} not found.")
+    listings = {"GetJobRuns": Listing("JobRuns", "Id", "NextToken", "NextToken", "MaxResults", 200, 200)}
     default_failure_reason = "An error occurred while calling o84.getDynamicFrame."
     #: The run argument that carries the submission token (the operator's ``TOKEN_ARGUMENT``).
     token_argument = "--airflow-resumable-token"
@@ -194,7 +197,6 @@ def provision_glue(
 
     .. versionadded:: 0.2.0
     """
-    from airflow_resumable.testing._aws_resources import TEST_ROLE_ARN, aws_client
 
     glue = aws_client(url, "glue", region)
     with contextlib.suppress(glue.exceptions.AlreadyExistsException):  # kept as it is

@@ -14,6 +14,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_resumable.testing._aws_clients import TEST_ACCOUNT_ID, TEST_ROLE_ARN, aws_client
 from airflow_resumable.testing._aws_kind import JobKind
 from airflow_resumable.testing._aws_wire import ErrorReply
 
@@ -34,6 +35,7 @@ class _SageMakerJobs(JobKind):
     service = "sagemaker"
     succeeded, failed, cancelled = "Completed", "Failed", "Stopped"
     terminal = frozenset(("Completed", "Failed", "Stopped"))
+    not_found_error = (400, "ValidationException", "Requested resource not found: {id}")
     #: ``training`` or ``processing``: in the operation names, the attributes and the messages.
     noun: ClassVar[str]
     name_field: ClassVar[str]
@@ -215,7 +217,6 @@ def provision_sagemaker(
     :param region: the region.
     :param name: prefix of the bucket name (lower-case letters, digits, hyphens).
     """
-    from airflow_resumable.testing._aws_resources import TEST_ACCOUNT_ID, TEST_ROLE_ARN, aws_client
 
     bucket = f"{name}-sagemaker"
     s3 = aws_client(url, "s3", region)

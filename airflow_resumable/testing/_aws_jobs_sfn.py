@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_resumable.testing._aws_clients import TEST_ROLE_ARN, aws_client
 from airflow_resumable.testing._aws_kind import JobKind
 from airflow_resumable.testing._aws_wire import ErrorReply
 
@@ -55,6 +56,7 @@ class StepFunctionsExecutions(JobKind):
     read_operations = frozenset(("DescribeExecution",))
     cancel_operations = frozenset(("StopExecution",))
     extra_operations = frozenset(("RedriveExecution",))
+    not_found_error = (400, "ExecutionDoesNotExist", "Execution Does Not Exist: '{id}'")
     default_failure_reason = _ERRORS["FAILED"][1]
     token_conflict = (400, "ExecutionAlreadyExists")
 
@@ -186,7 +188,6 @@ def provision_state_machine(
 
     .. versionadded:: 0.2.0
     """
-    from airflow_resumable.testing._aws_resources import TEST_ROLE_ARN, aws_client
 
     client = aws_client(url, "stepfunctions", region)
     response = client.create_state_machine(

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_resumable.testing._aws_wire import ErrorReply
+
 if TYPE_CHECKING:
+    from airflow_resumable.testing._aws_realism import Listing
     from airflow_resumable.testing._aws_wire import ApiCall
 
 __all__ = ["EPOCH", "JobKind", "TrackedJob"]
@@ -49,6 +52,8 @@ class TrackedJob:
     finished: bool = False
     reason: str = ""
     created_at: float = field(default_factory=time.monotonic)
+    #: When the job reached a terminal state (monotonic; the history retention counts from it).
+    ended_at: float | None = None
 
     @property
     def state(self) -> str:
@@ -100,6 +105,13 @@ class JobKind:
     sequential: ClassVar[bool] = False
     #: Operations besides submit, reads and cancels that the kind answers or prechecks.
     extra_operations: ClassVar[frozenset[str]] = frozenset()
+    #: (status, code) of the service's answer to a throttled call (realism).
+    throttle_error: ClassVar[tuple[int, str]] = (400, "ThrottlingException")
+    #: (status, code, message with ``{id}``) of a status read naming a job the service does not
+    #: show; None: the kind's :meth:`conceal` leaves the job out of the answer instead.
+    not_found_error: ClassVar[tuple[int, str, str] | None] = None
+    #: The list operations, with how each pages (realism: page sizes, hidden young jobs).
+    listings: ClassVar[dict[str, Listing]] = {}
 
     @property
     def kind_name(self) -> str:
@@ -110,7 +122,13 @@ class JobKind:
     def operations(self) -> frozenset[str]:
         """Every operation of :attr:`service` that belongs to this kind."""
         return frozenset(
-            {self.submit_operation, *self.read_operations, *self.cancel_operations, *self.extra_operations}
+            {
+                self.submit_operation,
+                *self.read_operations,
+                *self.cancel_operations,
+                *self.extra_operations,
+                *self.listings,
+            }
         )
 
     def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
@@ -144,6 +162,20 @@ class JobKind:
     def answer(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> dict[str, Any] | None:
         """Answer an operation moto lacks; None lets moto answer."""
         return None
+
+    def conceal(self, call: ApiCall, body: dict[str, Any], hidden: set[str]) -> dict[str, Any]:
+        """
+        The answer to a status read as the service gives it while the ``hidden`` jobs are not
+        visible yet: by default its not-found error for a read naming one of them.
+
+        :raises ErrorReply: the service answers an error for such a read.
+        """
+        _, ids = self.read_ids(call)
+        named = [job_id for job_id in ids or [] if job_id in hidden]
+        if named and self.not_found_error is not None:
+            status, code, message = self.not_found_error
+            raise ErrorReply(status, code, message.format(id=named[0]))
+        return body
 
     def precheck(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> None:
         """Raise :class:`ErrorReply` where AWS answers an error and moto does not."""

@@ -6,6 +6,7 @@ Private: import :class:`MotoProcess` from :mod:`airflow_resumable.testing.aws`.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from airflow_resumable.testing._aws_control import MotoControlClient
@@ -14,6 +15,8 @@ from airflow_resumable.testing._service_process import ServiceProcess
 
 if TYPE_CHECKING:
     import os
+
+    from airflow_resumable.testing.realism import Realism
 
 __all__ = ["MotoProcess"]
 
@@ -31,6 +34,7 @@ class MotoProcess(ServiceProcess):
     :param reads_per_state: status reads per state on the active path.
     :param startup_timeout: seconds to wait for ``READY``.
     :param log_path: file for the process's log (stderr); inherited from this process when None.
+    :param realism: the controller's realism (``Realism.documented()`` when None).
 
     .. versionadded:: 0.1.0
     """
@@ -46,9 +50,12 @@ class MotoProcess(ServiceProcess):
         reads_per_state: int = 1,
         startup_timeout: float = 30.0,
         log_path: str | os.PathLike[str] | None = None,
+        realism: Realism | None = None,
     ) -> None:
         args = [f"--lifecycle={lifecycle}", f"--run-duration={run_duration}"]
         args += [f"--final-result={final_result}", f"--reads-per-state={reads_per_state}"]
+        if realism is not None:
+            args.append(f"--realism={json.dumps(realism.to_dict())}")
         super().__init__(
             "airflow_resumable.testing.aws", args, startup_timeout=startup_timeout, log_path=log_path
         )

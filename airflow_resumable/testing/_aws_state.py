@@ -9,6 +9,7 @@ also serialises every API call, so a test never sees a job half-way through a ch
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_resumable.testing._aws_jobs import TrackedJob, kind_for
+from airflow_resumable.testing._aws_realism import AwsRealism, json_body, page_of, strip_paging
 from airflow_resumable.testing._aws_wire import (
     DEFAULT_ERROR_CODES,
     ErrorReply,
@@ -25,6 +27,7 @@ from airflow_resumable.testing._aws_wire import (
     Reply,
     error_reply,
 )
+from airflow_resumable.testing.realism import Realism
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,6 +111,8 @@ class ControllerState:
         ``final_result`` once it has been running ``run_duration`` seconds).
     :param reads_per_state: status reads a job spends in each state of its active path (0: a new
         job is running at once).
+    :param realism: visibility lag, throttling, page sizes and history retention
+        (:class:`~airflow_resumable.testing.realism.Realism`); ``Realism.documented()`` when None.
     """
 
     def __init__(
@@ -117,8 +122,10 @@ class ControllerState:
         run_duration: float = 1.0,
         final_result: str = "succeeded",
         reads_per_state: int = 1,
+        realism: Realism | None = None,
     ) -> None:
         self.lock = threading.RLock()
+        self._realism = AwsRealism(realism or Realism.documented())
         self.lifecycle, self.run_duration, self.final_result = "manual", run_duration, final_result
         self.reads_per_state = reads_per_state
         self.set_lifecycle(lifecycle, run_duration=run_duration, final_result=final_result)
@@ -139,6 +146,11 @@ class ControllerState:
             if fault is not None:
                 self._record(call, fault.status, handled=False, fault="before")
                 return error_reply(call, fault.status, fault.code, fault.message)
+            if kind is not None and self._realism.throttled(kind, call):
+                status, code = kind.throttle_error
+                self._record(call, status, handled=False, fault="throttled")
+                return error_reply(call, status, code, "Rate exceeded")
+            self._expire_history()
             token = kind.token(call) if kind and call.operation == kind.submit_operation else None
             scope = (call.service, call.region, kind.token_scope(call) if kind else "", token or "")
             fingerprint = json.dumps(call.request(), sort_keys=True, default=str)
@@ -166,7 +178,24 @@ class ControllerState:
             return reply if fault is None else error_reply(call, fault.status, fault.code, fault.message)
 
     def _dispatch(
-        self, kind: JobKind | None, call: ApiCall, forward: Callable[[], Reply]
+        self, kind: JobKind | None, call: ApiCall, forward: Callable[..., Reply]
+    ) -> tuple[Reply, tuple[str, ...], tuple[str, ...]]:
+        listing = None if kind is None else kind.listings.get(call.operation)
+        if kind is None or listing is None:
+            return self._dispatch_one(kind, call, forward)
+        # A list operation: moto (or the kind) answers everything, the controller pages it.
+        rest, offset, asked = strip_paging(listing, call.body)
+        reply, created, named = self._dispatch_one(
+            kind, dataclasses.replace(call, body=rest), lambda: forward(json_body(rest))
+        )
+        if not 200 <= reply.status < 300:
+            return reply, created, named
+        size = self._realism.page_size(listing, asked)
+        page = page_of(listing, reply.json(), offset, size, self._realism.hidden(kind, self._jobs))
+        return Reply(reply.status, reply.headers, json.dumps(page, default=str).encode()), created, named
+
+    def _dispatch_one(
+        self, kind: JobKind | None, call: ApiCall, forward: Callable[..., Reply]
     ) -> tuple[Reply, tuple[str, ...], tuple[str, ...]]:
         if kind is None:
             return forward(), (), ()
@@ -189,10 +218,14 @@ class ControllerState:
         if call.operation in kind.read_operations:
             parent, ids = kind.read_ids(call)
             named = ids if ids is not None else [j.job_id for j in self._children(kind, parent)]
+            hidden = self._realism.hidden(kind, self._jobs)
+            if hidden and call.operation not in kind.listings:
+                shown = kind.conceal(call, reply.json(), hidden)
+                reply = Reply(reply.status, reply.headers, json.dumps(shown, default=str).encode())
             for job_id in named:
                 job = self._jobs.get(job_id)
-                if job is not None and job.kind is kind:
-                    self._tick(job)
+                if job is not None and job.kind is kind and job_id not in hidden:
+                    self._tick(job)  # a job the service does not show yet does not move either
             return reply, (), tuple(named)
         if cancelling:
             for job_id, state in before.items():
@@ -257,7 +290,7 @@ class ControllerState:
 
     def _end(self, job: TrackedJob, state: str, reason: str) -> None:
         job.kind.write_state(job, state, reason)
-        job.finished, job.reason = True, reason
+        job.finished, job.reason, job.ended_at = True, reason, time.monotonic()
         if job.kind.sequential and state == job.kind.failed and job.action_on_failure in _STOP_ON_FAILURE:
             for other in self._children(job.kind, job.parent):
                 if other.seq > job.seq and not other.finished and other.kind.model(other) is not None:
@@ -266,6 +299,13 @@ class ControllerState:
             for other in self._children(job.kind, job.parent):
                 if not other.finished and other.index == 0 and self.reads_per_state == 0:
                     self._tick(other)
+
+    def _expire_history(self) -> None:
+        """Forget the finished jobs past the realism's retention, as the service's history does."""
+        for job in list(self._jobs.values()):
+            if self._realism.expired(job) and job.kind.model(job) is not None:
+                job.kind.remove(job)
+                self._tokens = {k: v for k, v in self._tokens.items() if job.job_id not in v.job_ids}
 
     def _advance_clock(self) -> None:
         if self.lifecycle != "clock":
@@ -333,6 +373,7 @@ class ControllerState:
                 )
             job.kind.write_state(job, state, reason)
             job.pinned, job.finished, job.reason = True, state in job.kind.terminal, reason
+            job.ended_at = time.monotonic() if job.finished else None
 
     def expire(self, job_id: str) -> None:
         """Forget a job, as a service whose history expired would, and its idempotency token."""
@@ -408,6 +449,16 @@ class ControllerState:
         """Every API call, oldest first."""
         with self.lock:
             return list(self._ledger)
+
+    @property
+    def realism(self) -> Realism:
+        """The realism in force."""
+        return self._realism.realism
+
+    def set_realism(self, realism: Realism) -> None:
+        """Switch visibility lag, throttling, page sizes and retention from now on (buckets refill)."""
+        with self.lock:
+            self._realism = AwsRealism(realism)
 
     def reset(self) -> None:
         """Forget every moto resource, job, token, fault and ledger entry."""

@@ -81,6 +81,8 @@ if TYPE_CHECKING:
 
     from werkzeug.serving import BaseWSGIServer
 
+    from airflow_resumable.testing.realism import Realism
+
 __all__ = [
     "TEST_ACCOUNT_ID",
     "TEST_ROLE_ARN",
@@ -123,6 +125,8 @@ class MotoServer(MotoControl):
     :param final_result: ``"succeeded"`` or ``"failed"``: how the clock ends jobs.
     :param reads_per_state: status reads per state on the active path (0: running at once).
     :param port: port on 127.0.0.1; 0 picks a free one.
+    :param realism: visibility lag, throttling, page sizes and retention (``Realism.documented()``
+        when None; ``set_realism`` changes it at run time).
 
     .. versionadded:: 0.1.0
     """
@@ -138,9 +142,14 @@ class MotoServer(MotoControl):
         final_result: str = "succeeded",
         reads_per_state: int = 1,
         port: int = 0,
+        realism: Realism | None = None,
     ) -> None:
         self.state = ControllerState(
-            lifecycle, run_duration=run_duration, final_result=final_result, reads_per_state=reads_per_state
+            lifecycle,
+            run_duration=run_duration,
+            final_result=final_result,
+            reads_per_state=reads_per_state,
+            realism=realism,
         )
         self._requested_port = port
         self._server: BaseWSGIServer | None = None
@@ -254,6 +263,13 @@ class MotoServer(MotoControl):
 
     def ledger(self) -> list[LedgerEntry]:
         return self.state.ledger()
+
+    def set_realism(self, realism: Realism) -> None:
+        self.state.set_realism(realism)
+
+    @property
+    def realism(self) -> Realism:
+        return self.state.realism
 
     def reset(self) -> None:
         self.state.reset()
