@@ -124,9 +124,10 @@ class ScenarioProbe:
     submission is preceded by one (an older namesake). ``expired`` holds ids the scenario made the
     service forget; ``expired_reads`` what each status call on one of them did (``raised X`` or
     ``returned S``). ``unseen_reads`` counts the status calls on other jobs that raised
-    JobNotFoundError (a young job the service does not show yet), ``throttled_reads`` those the
-    operator's ``is_throttling_error`` recognised; ``submitted_at`` holds when each job was
-    accepted (``time.monotonic()``).
+    JobNotFoundError (a young job the service does not show yet), ``visibility_waits`` the
+    mixin's waits for a job not visible yet (also inside a provider's own status call),
+    ``throttled_reads`` those the operator's ``is_throttling_error`` recognised;
+    ``submitted_at`` holds when each job was accepted (``time.monotonic()``).
     """
 
     cloud: CloudDriver
@@ -145,6 +146,7 @@ class ScenarioProbe:
     expired: set[str] = field(default_factory=set)
     expired_reads: list[str] = field(default_factory=list)
     unseen_reads: int = 0
+    visibility_waits: int = 0
     throttled_reads: int = 0
     submitted_at: list[float] = field(default_factory=list)
     last_activity: float | None = None
@@ -251,7 +253,13 @@ class ScenarioProbe:
             probe.job_results.append(result)
             return result
 
+        def not_visible_yet(op: Any, *args: Any, **kwargs: Any) -> Any:
+            probe.visibility_waits += 1
+            probe.last_activity = time.monotonic()
+            return originals["_not_visible_yet"](op, *args, **kwargs)
+
         replacements = {
+            "_not_visible_yet": not_visible_yet,
             "execute": execute,
             "submit_job": submit_job,
             "poll_until_complete": poll_until_complete,
@@ -262,7 +270,15 @@ class ScenarioProbe:
             yield
 
 
-_WRAPPED = ("execute", "submit_job", "poll_until_complete", "get_job_status", "get_job_result")
+#: ``_not_visible_yet`` is the mixin's (private, same package): where it waits for a young job.
+_WRAPPED = (
+    "_not_visible_yet",
+    "execute",
+    "submit_job",
+    "poll_until_complete",
+    "get_job_status",
+    "get_job_result",
+)
 
 
 @contextmanager
