@@ -141,3 +141,15 @@ class TestGeneratedTables:
             assert line.startswith(
                 f"| {entry.service} | {entry.behaviour.replace('_', ' ')} | {entry.status} |"
             )
+
+    def test_every_fake_service_states_every_behaviour(self) -> None:
+        """Each service of the fakes says, per behaviour, reproduced / not reproduced / not documented."""
+        from airflow_resumable.testing.realism import BEHAVIOURS, fidelity_rows
+
+        by_service: dict[str, list[str]] = {}
+        for entry in fidelity_rows():
+            by_service.setdefault(entry.service, []).append(entry.behaviour)
+        assert {"Databricks Jobs", "AWS Batch", "Step Functions"} <= set(by_service)
+        assert len(by_service) == 10
+        for service, behaviours in by_service.items():
+            assert behaviours == list(BEHAVIOURS), service

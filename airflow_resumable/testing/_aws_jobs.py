@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_resumable.testing import _aws_fidelity  # noqa: F401  # registers the fidelity entries
 from airflow_resumable.testing._aws_jobs_ecs import ECS_KINDS
 from airflow_resumable.testing._aws_jobs_glue import GLUE_KINDS
 from airflow_resumable.testing._aws_jobs_sagemaker import SAGEMAKER_KINDS
