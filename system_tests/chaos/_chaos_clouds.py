@@ -14,11 +14,14 @@ thread): the campaign runs many cases at once on two cores.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from airflow_resumable.testing.realism import Realism
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,6 +30,16 @@ if TYPE_CHECKING:
     from airflow_resumable.testing.databricks import FakeDatabricksClient
 
 T = TypeVar("T")
+
+#: The clouds as they behave (issue 18), on for every chaos case: a new job is missing from list
+#: and describe for ``AIRFLOW_RESUMABLE_CHAOS_LAG`` seconds (2 by default), calls past a burst of
+#: 20 are throttled at 50 a second per service, lists page two items at a time.
+CHAOS_REALISM = Realism.unkind(
+    visibility_lag=float(os.environ.get("AIRFLOW_RESUMABLE_CHAOS_LAG", "2")),
+    throttle_rate=50.0,
+    throttle_burst=20,
+    page_size=2,
+)
 
 #: Databricks life cycle states after which a run does nothing any more.
 _DATABRICKS_TERMINAL = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _chaos_campaign import Campaign, Planned
 from _chaos_cases import CaseRun, ChaosContext
-from _chaos_clouds import AwsView, CloudView, DatabricksView, LedgerCache
+from _chaos_clouds import CHAOS_REALISM, AwsView, CloudView, DatabricksView, LedgerCache
 
 from airflow_resumable.testing.aws import (
     provision_batch,
@@ -24,6 +24,7 @@ from airflow_resumable.testing.aws import (
     provision_sagemaker,
     provision_state_machine,
 )
+from airflow_resumable.testing.realism import Realism
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -93,11 +94,24 @@ def chaos_views(fake_databricks: FakeDatabricksProcess, moto: MotoProcess) -> di
 
 
 @pytest.fixture(scope="module")
+def unkind_clouds(fake_databricks: FakeDatabricksProcess, moto: MotoProcess) -> Iterator[Realism]:
+    """:data:`CHAOS_REALISM` in both fakes while a chaos module runs; the fakes' default after."""
+    for fake in (fake_databricks.client, moto.client):
+        fake.set_realism(CHAOS_REALISM)
+    try:
+        yield CHAOS_REALISM
+    finally:
+        for fake in (fake_databricks.client, moto.client):
+            fake.set_realism(Realism.documented())
+
+
+@pytest.fixture(scope="module")
 def campaign(
     request: pytest.FixtureRequest,
     cluster: AirflowCluster,
     chaos_views: dict[str, CloudView],
     chaos_fault_dir: Path,
+    unkind_clouds: Realism,
 ) -> Iterator[Campaign]:
     """
     Every selected case of this module, started at once (bounded by slots and resources).

@@ -163,6 +163,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from _chaos_cases import CASES, STORM
+from _chaos_clouds import CHAOS_REALISM
 
 from airflow_resumable.record import RECORD_KEY
 
@@ -342,6 +343,7 @@ def report(outcome: Outcome, capsys: pytest.CaptureFixture[str]) -> None:
         "cancelled": len(outcome.cancelled),
         "orphans": len(outcome.orphans),
         "tis": {i: f"{state}/try {tries}" for i, (state, tries) in outcome.tis.items()},
+        "lag_s": CHAOS_REALISM.visibility_lag,
         **outcome.figures,
     }
     with capsys.disabled():
