@@ -297,8 +297,5 @@ def run_threads(service: Service, realism: Realism, *, tasks: int, poll_interval
 
 
 def is_throttled(entry: Any) -> bool:
-    """An AWS call the controller refused for its rate (not carried out, no injected fault)."""
-    flag = getattr(entry, "throttled", None)
-    if flag is not None:
-        return bool(flag)
-    return not entry.handled and entry.status in (400, 429) and entry.fault is None
+    """An AWS call the controller refused for its rate: recorded not handled, fault ``throttled``."""
+    return not entry.handled and entry.fault == "throttled"
