@@ -136,6 +136,10 @@ class ScenarioProbe:
     namesake_after_submit: set[int] = field(default_factory=set)
     namesake_before_submit: set[int] = field(default_factory=set)
     fail_record_write_once: bool = False
+    #: A SIGTERM to this process right after the first try's job id was stored (a worker shutdown
+    #: within moments of the submit, before any read of the job); ``signalled_at`` says when.
+    sigterm_after_persist: bool = False
+    signalled_at: float | None = None
     polled: dict[int, list[JsonValue]] = field(default_factory=lambda: defaultdict(list))
     submitted: dict[int, list[JsonValue]] = field(default_factory=lambda: defaultdict(list))
     returned: list[Any] = field(default_factory=list)
@@ -294,6 +298,13 @@ def _patched(operator_class: type, replacements: dict[str, Any], probe: Scenario
             probe.failed_writes += 1
             raise ConnectionError("injected: the API server refused the state-store write")
         original_set(store, key, value, **kwargs)
+        if probe.sigterm_after_persist and is_id_write:
+            import os
+            import signal
+
+            probe.sigterm_after_persist = False
+            probe.signalled_at = time.monotonic()
+            os.kill(os.getpid(), signal.SIGTERM)  # Airflow's task-runner handler calls on_kill
 
     with ExitStack() as stack:
         for name, replacement in replacements.items():
