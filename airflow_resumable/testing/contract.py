@@ -110,11 +110,12 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
     stall_timeout: ClassVar[float] = 10.0
     #: How unkind the fake is in every scenario (through the driver's ``set_realism``; switched
     #: off after): a young job missing for 0.2 s (each status read that misses it costs the
-    #: mixin's first 0.25 s wait, not more), 50 status/list calls a second after a burst of 10,
-    #: lists paged 2 at a time so that every lookup pages. The realism scenarios raise the lag,
+    #: mixin's first 0.25 s wait, not more), 100 status/list calls a second after a burst of 50
+    #: (a lookup that lists by status over pages of 2 makes dozens of calls; a tighter bucket
+    #: turns each into jittered waits of seconds), lists paged 2 at a time so every lookup pages. The realism scenarios raise the lag,
     #: the throttling or the paging each on its own from these values.
     realism: ClassVar[Realism] = Realism.unkind(
-        visibility_lag=0.2, throttle_rate=50.0, throttle_burst=10, page_size=2
+        visibility_lag=0.2, throttle_rate=100.0, throttle_burst=50, page_size=2
     )
 
     def operator_kwargs(self, cloud: CloudDriver, spec_marker: str) -> dict[str, Any]:
