@@ -112,8 +112,8 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
     #: off after): a young job missing for 0.2 s (each status read that misses it costs the
     #: mixin's first 0.25 s wait, not more), 100 status/list calls a second after a burst of 50
     #: (a lookup that lists by status over pages of 2 makes dozens of calls; a tighter bucket
-    #: turns each into jittered waits of seconds), lists paged 2 at a time so every lookup pages. The realism scenarios raise the lag,
-    #: the throttling or the paging each on its own from these values.
+    #: turns each into jittered waits of seconds), lists paged 2 at a time so every lookup pages.
+    #: The realism scenarios raise the lag, the throttling or the paging each on its own.
     realism: ClassVar[Realism] = Realism.unkind(
         visibility_lag=0.2, throttle_rate=100.0, throttle_burst=50, page_size=2
     )
