@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from airflow_resumable.testing._aws_control import MotoControl
+    from airflow_resumable.testing.realism import Realism
 
 __all__ = [
     "FAKE_CREDENTIALS",
@@ -194,6 +195,15 @@ class MotoJobDriver:
         .. versionadded:: 0.4.0
         """
         self.control.lose_response(self._kind.submit_operation, service=self._kind.service)
+
+    def set_realism(self, realism: Realism) -> None:
+        """
+        Make the controller as unkind as ``realism`` from now on (every service, not only this
+        driver's): visibility lag, throttling, page sizes, history retention.
+
+        .. versionadded:: 0.4.0
+        """
+        self.control.set_realism(realism)
 
     @staticmethod
     def _ids(external_id: JsonValue) -> list[str]:

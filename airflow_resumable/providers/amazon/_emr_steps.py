@@ -33,7 +33,7 @@ STEP_TERMINAL = frozenset(("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"))
 _SERVICE = "EMR"
 _MAX_NAME = 256
 _LIST_STEPS_IDS = 10  # ListSteps takes at most 10 StepIds
-_FIND_MAX_PAGES = 20  # ListSteps pages are 50 steps, newest first
+_FIND_MAX_STEPS = 1000  # ListSteps lists newest first: an intent's steps are among the newest
 #: `` [ar:<12 hex of the token>:<index>/<count>]`` at the end of a step name. Never change the
 #: format: find_job of in-flight retries parses it.
 _MARKER = re.compile(r" \[ar:([0-9a-f]{12}):(\d+)/(\d+)\]$")
@@ -212,15 +212,17 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
 
     def find_job(self, token: str, context: Context) -> JsonValue:
         """The ids of the steps marked with ``token``, in submission order, or None if there are none."""
-        key, found, count = token_key(token), {}, 0
+        key, found, count, seen = token_key(token), {}, 0, 0
         paginator = self.hook.conn.get_paginator("list_steps")
-        for page_number, page in enumerate(paginator.paginate(ClusterId=self._cluster_id)):
+        for page in paginator.paginate(ClusterId=self._cluster_id):
             for step in page.get("Steps") or []:
                 match = _MARKER.search(str(step.get("Name", "")))
                 if match and match.group(1) == key:
                     found[int(match.group(2))] = str(step["Id"])
                     count = int(match.group(3))
-            if page_number + 1 >= _FIND_MAX_PAGES:
+            # Bounded by steps, not pages: the service may page smaller than its documented 50.
+            seen += len(page.get("Steps") or [])
+            if seen >= _FIND_MAX_STEPS:
                 break
         if not found:
             return None
@@ -234,15 +236,15 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
         return step_ids
 
     def get_job_status(self, external_id: JsonValue, context: Context) -> str:
-        """:func:`combined_step_state` of the steps (``ListSteps``, ten ids per call)."""
+        """:func:`combined_step_state` of the steps (``ListSteps``, ten ids per call, every page)."""
         ids = self._ids(external_id)
         steps: dict[str, dict[str, Any]] = {}
+        paginator = self.hook.conn.get_paginator("list_steps")
         for start in range(0, len(ids), _LIST_STEPS_IDS):
             chunk = ids[start : start + _LIST_STEPS_IDS]
-            for step in (
-                self.hook.conn.list_steps(ClusterId=self._cluster_id, StepIds=chunk).get("Steps") or []
-            ):
-                steps[str(step["Id"])] = step
+            for page in paginator.paginate(ClusterId=self._cluster_id, StepIds=chunk):
+                for step in page.get("Steps") or []:
+                    steps[str(step["Id"])] = step
         missing = [step_id for step_id in ids if step_id not in steps]
         if missing:
             raise JobNotFoundError(f"EMR cluster {self._cluster_id} has no steps {missing}.")
