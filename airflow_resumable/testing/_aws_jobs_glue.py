@@ -53,7 +53,9 @@ class GlueJobRuns(JobKind):
     read_operations = frozenset(("GetJobRun",))
     cancel_operations = frozenset(("BatchStopJobRun",))
     not_found_error = (400, "EntityNotFoundException", "Job run {id} not found.")
-    listings = {"GetJobRuns": Listing("JobRuns", "Id", "NextToken", "NextToken", "MaxResults", 200, 200)}
+    listings = {
+        "GetJobRuns": Listing("JobRuns", "Id", "NextToken", "NextToken", "MaxResults", 200, _PAGE_LIMIT)
+    }
     default_failure_reason = "An error occurred while calling o84.getDynamicFrame."
     #: The run argument that carries the submission token (the operator's ``TOKEN_ARGUMENT``).
     token_argument = "--airflow-resumable-token"
@@ -109,7 +111,7 @@ class GlueJobRuns(JobKind):
         return {"SuccessfulSubmissions": stopped, "Errors": errors}
 
     def _list(self, call: ApiCall, jobs: dict[str, TrackedJob]) -> dict[str, Any] | None:
-        """``GetJobRuns`` newest first, as AWS documents it; None (moto's 404) for an unknown job."""
+        """Every run of ``GetJobRuns``, newest first; None (moto's 404) for an unknown job."""
         name = str(call.body.get("JobName"))
         definition = next(
             (
@@ -121,14 +123,9 @@ class GlueJobRuns(JobKind):
         )
         if definition is None:
             return None
+        # Every run: the controller pages the answer (``listings``: 200 at most, as documented).
         runs = list(reversed(definition.job_runs))
-        start = int(call.body.get("NextToken") or 0)
-        limit = min(int(call.body.get("MaxResults") or _PAGE_LIMIT), _PAGE_LIMIT)
-        page = [_render(run, jobs.get(run.job_run_id)) for run in runs[start : start + limit]]
-        reply: dict[str, Any] = {"JobRuns": page}
-        if start + limit < len(runs):
-            reply["NextToken"] = str(start + limit)
-        return reply
+        return {"JobRuns": [_render(run, jobs.get(run.job_run_id)) for run in runs]}
 
     def backends(self) -> Any:
         from moto.glue.models import glue_backends
