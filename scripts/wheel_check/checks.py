@@ -22,7 +22,7 @@ import zipfile
 
 #: The operators a user of ``[amazon,databricks]`` imports: both providers' ``__all__``.
 PROVIDERS = ("airflow_resumable.providers.amazon", "airflow_resumable.providers.databricks")
-#: Twelve at 0.3.0; fewer means an operator fell out of an ``__all__``.
+#: Twelve since 0.3.0; fewer means an operator fell out of an ``__all__``.
 OPERATORS = 12
 
 
