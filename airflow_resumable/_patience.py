@@ -101,7 +101,8 @@ def is_young(stamp: str | None, window: float) -> bool:
     Whether a job submitted at ``stamp`` may still be invisible to its service.
 
     An unknown age (a stock operator's bare id, a 0.1.0 record) counts as old: the job was
-    submitted by an earlier try at least a retry delay ago.
+    submitted by an earlier try at least a retry delay ago. So does a stamp more than a window in
+    the future (a skewed clock): waiting for it to pass could outlast the try.
     """
     age = conservative_age(stamp)
-    return age is not None and window > 0 and age < window
+    return age is not None and window > 0 and -window <= age < window

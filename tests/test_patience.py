@@ -100,6 +100,13 @@ class TestWindow:
         old = (datetime.now(tz=timezone.utc) - timedelta(seconds=120)).isoformat(timespec="seconds")
         assert not _patience.is_young(old, 60)
 
+    def test_a_stamp_far_in_the_future_is_not_waited_for(self) -> None:
+        """A skewed or bogus created_at must not keep a try waiting past its window."""
+        future = (datetime.now(tz=timezone.utc) + timedelta(days=1)).isoformat(timespec="seconds")
+        assert not _patience.is_young(future, 60)
+        near = (datetime.now(tz=timezone.utc) + timedelta(seconds=5)).isoformat(timespec="seconds")
+        assert _patience.is_young(near, 60)
+
     def test_operator_takes_the_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("AIRFLOW__RESUMABLE__VISIBILITY_WINDOW_SECONDS", '{"ToyJobOperator": 7}')
         assert operator(service()).visibility_window == 7.0
