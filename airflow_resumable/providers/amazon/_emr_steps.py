@@ -144,7 +144,7 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
                 )
         return steps
 
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         if self.job_flow_id is not None:
             require_text(self.job_flow_id, "job_flow_id", _SERVICE)
         else:
@@ -157,7 +157,7 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
             "executionRoleArn": self.execution_role_arn,
         }
 
-    def _prepare(self, context: Context) -> None:
+    def prepare_try(self, context: Context) -> None:
         """Resolve the cluster, push the ``job_flow_id`` XCom and the two links, as the stock execute."""
         cluster_id = self.job_flow_id or self._retrying(
             self.hook.get_cluster_id_by_name,
@@ -302,11 +302,11 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
             isinstance(value, list) and bool(value) and all(isinstance(i, str) and i.strip() for i in value)
         )
 
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
-        """Nothing per job: the stock XCom and links name the cluster and were pushed by ``_prepare``."""
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
+        """Nothing per job: the stock XCom and links name the cluster and were pushed by ``prepare_try``."""
 
     # ------------------------------------------------------------------ deferral
-    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableEmrAddStepsTrigger:
+    def job_trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableEmrAddStepsTrigger:
         """The stock deferral's ``EmrAddStepsTrigger`` arguments."""
         return ResumableEmrAddStepsTrigger(
             job_flow_id=self._cluster_id,
@@ -320,20 +320,20 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
             **resumable,
         )
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
         value = event.get("value")
         step_ids: list[JsonValue] | None = (
             [str(step_id) for step_id in value] if isinstance(value, list) else None
         )
         return step_ids
 
-    def _resume(self, external_id: JsonValue, event: dict[str, Any], context: Context) -> None:
+    def resume_after_trigger(self, external_id: JsonValue, event: dict[str, Any], context: Context) -> None:
         """The cluster of the steps: from the event; else resolved (and XComs pushed) as in execute."""
         cluster_id = event.get("job_flow_id")
         if isinstance(cluster_id, str) and cluster_id:
             self._cluster_id = cluster_id
         else:
-            self._prepare(context)
+            self.prepare_try(context)
 
     @staticmethod
     def _ids(external_id: JsonValue) -> list[str]:

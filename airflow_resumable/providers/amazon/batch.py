@@ -106,7 +106,7 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
         self.poll_interval = seconds  # type: ignore[assignment]  # stock annotates int, takes float
 
     # ------------------------------------------------------------------ spec
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         name = require_text(self.job_name, "job_name", _SERVICE)
         if not _JOB_NAME.fullmatch(name):
             raise InvalidJobSpecError(
@@ -208,7 +208,7 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> str:
         """The job id, as the stock ``execute`` returns; persists every stock link first."""
-        self._adopt(external_id, context)
+        self.adopt_job(external_id, context)
         self._retrying(self._persist_cloudwatch_link, context, what="CloudWatch link")
         if self.awslogs_enabled:
             self._print_cloudwatch_logs()
@@ -244,7 +244,7 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
         return isinstance(value, str) and bool(value.strip())
 
     # ------------------------------------------------------------------ deferral
-    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableBatchJobTrigger:
+    def job_trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableBatchJobTrigger:
         """The stock deferral's ``BatchJobTrigger`` arguments."""
         return ResumableBatchJobTrigger(
             job_id=str(external_id),
@@ -257,15 +257,15 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
             **resumable,
         )
 
-    def _defer_timeout(self) -> timedelta | None:
+    def defer_timeout(self) -> timedelta | None:
         """``execution_timeout``, as the stock deferral."""
         return self.execution_timeout
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
         job_id: JsonValue = event.get("job_id")
         return job_id
 
-    def _on_job_failed(self, external_id: JsonValue, context: Context) -> None:
+    def on_job_failed(self, external_id: JsonValue, context: Context) -> None:
         """The CloudWatch link and, with ``awslogs_enabled``, the log lines: stock does both on failure."""
         self.job_id = str(external_id)
         try:
@@ -287,7 +287,7 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
         self._last_job = match[0]
         return dict(match[0])
 
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
         """``self.job_id`` plus the job, definition and queue links (once per job and try)."""
         self.job_id = str(external_id)
         if self.__dict__.get("_links_for") == self.job_id:

@@ -191,6 +191,14 @@ def require_mapping(
     return value
 
 
+def _missing_hook(operator: object, hook: str, what: str) -> NotImplementedError:
+    """The error for a hook a resumable AWS operator must write and did not."""
+    return NotImplementedError(
+        f"{type(operator).__name__} must implement {hook}: {what} "
+        "(AwsJobMixin's hooks: docs/maintainers.md, 'The hooks')"
+    )
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "None"
@@ -204,10 +212,10 @@ class AwsJobMixin(ResumableJobMixin):
     The AWS half of a resumable AWS operator: execute, errors, fingerprint, the not-waiting mode,
     and ``deferrable=True`` (defer to the stock trigger, resume through the engine).
 
-    Subclasses implement :meth:`_spec` (validated, rendered request, no AWS call), :meth:`_adopt`
-    (set the stock operator's attributes for a job and persist its links), :meth:`_trigger` and
-    :meth:`_event_external_id` (the deferral), and may override :meth:`_defer_timeout`,
-    :meth:`_resume` and :meth:`_on_job_failed`.
+    Subclasses implement :meth:`job_request` (validated, rendered request, no AWS call), :meth:`adopt_job`
+    (set the stock operator's attributes for a job and persist its links), :meth:`job_trigger` and
+    :meth:`event_external_id` (the deferral), and may override :meth:`defer_timeout`,
+    :meth:`resume_after_trigger` and :meth:`on_job_failed`.
     """
 
     #: The stock operator's deferrable path waits for the job even with ``wait_for_completion=False``
@@ -237,9 +245,9 @@ class AwsJobMixin(ResumableJobMixin):
         :param event: accepted for the stock signature (EMR Serverless); never set, since the
             application start is not deferred.
         """
-        self._fingerprint = fingerprint_of(self._spec())
+        self._fingerprint = fingerprint_of(self.job_request())
         self._begin_try()
-        self._prepare(context)
+        self.prepare_try(context)
         return self.execute_resumable(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
@@ -258,17 +266,17 @@ class AwsJobMixin(ResumableJobMixin):
         """
         self._begin_try()
         event = event if isinstance(event, dict) else {}
-        external_id = self._event_external_id(event)
+        external_id = self.event_external_id(event)
         if external_id is None:
             external_id = self._recorded_external_id(context)
         if external_id is None or not self.is_valid_external_id(external_id):
             raise ResumableError(
                 f"{self.service_name}: the trigger's event names no job and no job is recorded: {event!r}"
             )
-        self._resume(external_id, event, context)
+        self.resume_after_trigger(external_id, event, context)
         status = self._retrying(self.get_job_status, external_id, context, what="get_job_status")
         if not self.is_job_active(status) and not self.is_job_succeeded(status):
-            self._on_job_failed(external_id, context)
+            self.on_job_failed(external_id, context)
             if self.durable and context.get("task_state_store") is not None:
                 self._forget_in_ledger(context)  # the job ended: nothing left in flight
             raise JobFailedError(
@@ -288,40 +296,58 @@ class AwsJobMixin(ResumableJobMixin):
         if getattr(self, "deferrable", False) and self.deferral_always_waits:
             self.wait_for_completion = True  # the stock deferrable path waits whatever it says
 
-    def _spec(self) -> dict[str, Any]:
-        """The validated request (before our token or marker), as fingerprinted. No AWS call."""
-        raise NotImplementedError
+    def job_request(self) -> dict[str, Any]:
+        """
+        The validated, rendered request (before our token or marker), as fingerprinted. No AWS call.
 
-    def _prepare(self, context: Context) -> None:
+        Raise :class:`~airflow_resumable.exceptions.InvalidJobSpecError` here for bad input, so it is
+        refused before any cloud call. Required.
+        """
+        raise _missing_hook(self, "job_request()", "return the validated, rendered request as a dict")
+
+    def prepare_try(self, context: Context) -> None:
         """Per-try work of the stock ``execute`` that comes before any job (XComs, links)."""
 
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
-        """Make ``external_id`` this operator's job: stock attributes and extra links."""
-        raise NotImplementedError
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
+        """
+        Make ``external_id`` this operator's job: set the stock operator's attributes (``job_id``,
+        ...) and persist its extra links, as the stock ``execute`` does once it has an id. Called on
+        every path that has a job: fresh, reconnected, adopted, after a deferral. Required.
+        """
+        raise _missing_hook(
+            self, "adopt_job(external_id, context)", "set the stock attributes and links for the job"
+        )
 
-    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> BaseTrigger:
-        """The trigger that waits for the job: the stock one's arguments plus ``resumable``."""
-        raise NotImplementedError
+    def job_trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> BaseTrigger:
+        """
+        The trigger that waits for the job with ``deferrable=True``: the stock trigger's arguments,
+        plus ``resumable`` when the trigger is one of ours. Required when the stock operator defers.
+        """
+        raise _missing_hook(
+            self, "job_trigger(external_id, resumable)", "return the trigger that waits for the job"
+        )
 
-    def _defer_timeout(self) -> timedelta | None:
+    def defer_timeout(self) -> timedelta | None:
         """The deferral's timeout, as the stock operator sets it."""
         return None
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
-        """The job the trigger's event is about (None if it names none)."""
-        raise NotImplementedError
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
+        """The job the trigger's event is about (None if it names none). Required when deferrable."""
+        raise _missing_hook(
+            self, "event_external_id(event)", "return the job id the trigger's event names, or None"
+        )
 
-    def _resume(self, external_id: JsonValue, event: dict[str, Any], context: Context) -> None:
+    def resume_after_trigger(self, external_id: JsonValue, event: dict[str, Any], context: Context) -> None:
         """What ``execute_complete`` needs before its first status call (the XComs are still there)."""
 
-    def _on_job_failed(self, external_id: JsonValue, context: Context) -> None:
+    def on_job_failed(self, external_id: JsonValue, context: Context) -> None:
         """The stock operator's work on a failed job before it raises (links); best effort."""
 
     def job_fingerprint(self, context: Context) -> str | None:
         """A hash of the validated request; the request itself is never stored or logged."""
         fingerprint: str | None = self.__dict__.get("_fingerprint")
         if fingerprint is None:
-            fingerprint = self._fingerprint = fingerprint_of(self._spec())
+            fingerprint = self._fingerprint = fingerprint_of(self.job_request())
         return fingerprint
 
     def _retrying(self, fn: Callable[..., T], *args: Any, what: str, **kwargs: Any) -> T:
@@ -348,7 +374,7 @@ class AwsJobMixin(ResumableJobMixin):
         trigger only while it is active (its id is already in the record, phase ``submitted``);
         a job that ended finishes here.
         """
-        self._adopt(external_id, context)
+        self.adopt_job(external_id, context)
         if not getattr(self, "wait_for_completion", True):
             self.stop_waiting(
                 self._retrying(self.get_job_status, external_id, context, what="get_job_status")
@@ -364,7 +390,7 @@ class AwsJobMixin(ResumableJobMixin):
         try:
             super().poll_until_complete(external_id, context)
         except JobFailedError:
-            self._on_job_failed(external_id, context)
+            self.on_job_failed(external_id, context)
             raise
 
     def _defer(self, external_id: JsonValue, context: Context) -> None:
@@ -377,9 +403,9 @@ class AwsJobMixin(ResumableJobMixin):
         }
         self.log.info("Deferring until the job ends", external_id=external_id)
         self.defer(
-            trigger=self._trigger(external_id, resumable),
+            trigger=self.job_trigger(external_id, resumable),
             method_name="execute_complete",
-            timeout=self._defer_timeout(),
+            timeout=self.defer_timeout(),
         )
 
     def _trigger_failure(self, external_id: JsonValue) -> ResumableError:

@@ -245,7 +245,7 @@ class ResumableEcsRunTaskOperator(AwsJobMixin, EcsRunTaskOperator):
             raise AirflowSkipException(self._skip_message)
 
     # ------------------------------------------------------------------ spec
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         require_text(self.task_definition, "task_definition", _SERVICE)
         require_text(self.cluster, "cluster", _SERVICE)
         if not isinstance(self.overrides, Mapping):
@@ -294,7 +294,7 @@ class ResumableEcsRunTaskOperator(AwsJobMixin, EcsRunTaskOperator):
             args["tags"] = [{"key": key, "value": value} for key, value in self.tags.items()]
         return args
 
-    def _prepare(self, context: Context) -> None:
+    def prepare_try(self, context: Context) -> None:
         """The stock per-try set-up: the log warning, and with ``reattach`` the stock ``startedBy`` lookup."""
         self.task_log_fetcher = None
         self._reattached = None
@@ -369,7 +369,7 @@ class ResumableEcsRunTaskOperator(AwsJobMixin, EcsRunTaskOperator):
         The stock return value: the last CloudWatch log line with ``awslogs_*`` and
         ``do_xcom_push``, else None; pushes the ``ecs_task_arn`` XCom first.
         """
-        self._adopt(external_id, context)
+        self.adopt_job(external_id, context)
         if not self.wait_for_completion:
             return None
         task = self._cached_task(external_id)
@@ -436,7 +436,7 @@ class ResumableEcsRunTaskOperator(AwsJobMixin, EcsRunTaskOperator):
                 self.task_log_fetcher.join()
 
     # ------------------------------------------------------------------ deferral
-    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableTaskDoneTrigger:
+    def job_trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableTaskDoneTrigger:
         """The stock deferral's ``TaskDoneTrigger`` arguments."""
         return ResumableTaskDoneTrigger(
             cluster=self.cluster,
@@ -453,16 +453,16 @@ class ResumableEcsRunTaskOperator(AwsJobMixin, EcsRunTaskOperator):
             **resumable,
         )
 
-    def _defer_timeout(self) -> timedelta | None:
+    def defer_timeout(self) -> timedelta | None:
         """``waiter_max_attempts * waiter_delay`` plus 60 s, as the stock deferral."""
         return timedelta(seconds=self.waiter_max_attempts * self.waiter_delay + 60)
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
         task_arn: JsonValue = event.get("task_arn")
         return task_arn
 
     # ------------------------------------------------------------------ helpers
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
         """``self.arn`` plus the stock ``ecs_task_arn`` XCom (once per task and try)."""
         self.arn = str(external_id)
         if self.__dict__.get("_pushed_for") == self.arn:

@@ -123,7 +123,7 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
     def resumable_poll_interval(self, seconds: float) -> None:
         self.waiter_delay = seconds  # type: ignore[assignment]  # stock annotates int, takes float
 
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         service = self.service_name
         require_text(self.application_id, "application_id", service)
         require_text(self.execution_role_arn, "execution_role_arn", service)
@@ -192,7 +192,7 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> str:
         """The job run id, as the stock ``execute`` returns; persists the stock links first."""
-        self._adopt(external_id, context)
+        self.adopt_job(external_id, context)
         return str(external_id)
 
     def cancel_job(self, external_id: JsonValue, context: Context) -> None:
@@ -216,13 +216,13 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
         """A job run id: a non-blank string."""
         return isinstance(value, str) and bool(value.strip())
 
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
         self.job_id = str(external_id)
         if self.__dict__.get("_links_for") != self.job_id:
             self.persist_links(context)
             self._links_for = self.job_id
 
-    def _trigger(
+    def job_trigger(
         self, external_id: JsonValue, resumable: dict[str, Any]
     ) -> ResumableEmrServerlessStartJobTrigger:
         """The stock deferral's trigger arguments; its own ``cancel_on_kill`` is off (on_kill decides)."""
@@ -239,11 +239,11 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
             **resumable,
         )
 
-    def _defer_timeout(self) -> timedelta | None:
+    def defer_timeout(self) -> timedelta | None:
         """``waiter_max_attempts * waiter_delay``, as the stock deferral."""
         return timedelta(seconds=self.waiter_max_attempts * self.waiter_delay)
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
         details = event.get("job_details")
         job_id: JsonValue = details.get("job_id") if isinstance(details, dict) else None
         return job_id
@@ -319,7 +319,7 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
     def resumable_poll_interval(self, seconds: float) -> None:
         self.poll_interval = seconds  # type: ignore[assignment]  # stock annotates int, takes float
 
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         service = self.service_name
         for argument in ("name", "virtual_cluster_id", "execution_role_arn", "release_label"):
             require_text(getattr(self, argument), argument, service)
@@ -378,7 +378,7 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> str:
         """The job run id, as the stock ``execute`` returns."""
-        self._adopt(external_id, context)
+        self.adopt_job(external_id, context)
         return str(external_id)
 
     def cancel_job(self, external_id: JsonValue, context: Context) -> None:
@@ -412,10 +412,10 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
         """A job run id: a non-blank string."""
         return isinstance(value, str) and bool(value.strip())
 
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
         self.job_id = str(external_id)  # the stock operator has no extra links
 
-    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableEmrContainerTrigger:
+    def job_trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableEmrContainerTrigger:
         """The stock deferral's trigger arguments; its own ``cancel_on_kill`` is off (on_kill decides)."""
         return ResumableEmrContainerTrigger(
             virtual_cluster_id=self.virtual_cluster_id,
@@ -430,12 +430,12 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
             **resumable,
         )
 
-    def _defer_timeout(self) -> timedelta | None:
+    def defer_timeout(self) -> timedelta | None:
         """``max_polling_attempts * poll_interval``, else ``execution_timeout``, as the stock deferral."""
         if self.max_polling_attempts:
             return timedelta(seconds=self.max_polling_attempts * self.poll_interval)
         return self.execution_timeout
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
         job_id: JsonValue = event.get("job_id")
         return job_id

@@ -163,7 +163,7 @@ class ResumableGlueJobOperator(AwsJobMixin, GlueJobOperator):
         self.job_poll_interval = seconds
 
     # ------------------------------------------------------------------ spec
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         name = require_text(self.job_name, "job_name", _SERVICE)
         if len(name) > 255 or "\n" in name:
             raise InvalidJobSpecError(
@@ -204,7 +204,7 @@ class ResumableGlueJobOperator(AwsJobMixin, GlueJobOperator):
             }
         return spec
 
-    def _prepare(self, context: Context) -> None:
+    def prepare_try(self, context: Context) -> None:
         if self.stop_job_run_on_kill:
             self.log.warning(
                 "stop_job_run_on_kill has no effect: a user's stop stops the run (cancel_on_user_stop), "
@@ -289,7 +289,7 @@ class ResumableGlueJobOperator(AwsJobMixin, GlueJobOperator):
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> str:
         """The run id, as the stock ``execute`` returns; pushes ``glue_job_run_id`` and the link first."""
-        self._adopt(external_id, context)
+        self.adopt_job(external_id, context)
         self.log.info("AWS Glue job run ended", job_name=self.job_name, job_run_id=str(external_id))
         return str(external_id)
 
@@ -321,7 +321,9 @@ class ResumableGlueJobOperator(AwsJobMixin, GlueJobOperator):
         return isinstance(value, str) and bool(value.strip())
 
     # ------------------------------------------------------------------ deferral
-    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableGlueJobCompleteTrigger:
+    def job_trigger(
+        self, external_id: JsonValue, resumable: dict[str, Any]
+    ) -> ResumableGlueJobCompleteTrigger:
         """The stock deferral's ``GlueJobCompleteTrigger`` arguments."""
         return ResumableGlueJobCompleteTrigger(
             job_name=self.job_name,
@@ -336,12 +338,12 @@ class ResumableGlueJobOperator(AwsJobMixin, GlueJobOperator):
             **resumable,
         )
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
         run_id: JsonValue = event.get("run_id")
         return run_id
 
     # ------------------------------------------------------------------ helpers
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
         """The stock ``_set_job_run_id``: the ``glue_job_run_id`` XCom and the run link, once per run."""
         self._set_job_run_id(context, str(external_id))
 

@@ -137,7 +137,7 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
         return getattr(client, f"{verb}_{self.job_type.lower()}_job")(**{self._name_key: name})
 
     # ------------------------------------------------------------------ spec
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         """A copy of ``config`` with the stock integer fields converted; checked, no AWS call."""
         service, key = self.service_name, self._name_key
         config = copy.deepcopy(dict(require_mapping(self.config, "config", service, optional=False) or {}))
@@ -170,7 +170,7 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
 
     def _request(self, name: str, token: str) -> dict[str, Any]:
         """The ``Create*Job`` arguments: the stock preprocessing, our name and our tag."""
-        request = self._spec()
+        request = self.job_request()
         self.hook.configure_s3_resources(request)  # the stock S3Operations (bucket creation, uploads)
         request[self._name_key] = name
         if "RoleArn" in request:  # as the stock expand_role
@@ -199,7 +199,7 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
             ``action_if_job_exists="fail"``) a job has the configured name.
         """
         token = self.submission_token or _stray_token()
-        configured = str(self._spec()[self._name_key])
+        configured = str(self.job_request()[self._name_key])
         name = name_with_token(configured, token, max_length=_MAX_NAME)
         if self._guards_configured_name() and self._describe_or_none(configured) is not None:
             if self._owned(name, token) is not True:  # a resubmission may find its own job first
@@ -304,16 +304,16 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
             self._timing = False
 
     # ------------------------------------------------------------------ deferral
-    def _prepare(self, context: Context) -> None:
+    def prepare_try(self, context: Context) -> None:
         if getattr(self, "deferrable", False) and not getattr(self, "wait_for_completion", True):
             self.log.warning(
                 "Setting deferrable to True does not have effect when wait_for_completion is set to False."
             )
 
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
         """Nothing to persist: the stock training and processing operators have no extra links."""
 
-    def _trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableSageMakerTrigger:
+    def job_trigger(self, external_id: JsonValue, resumable: dict[str, Any]) -> ResumableSageMakerTrigger:
         """The stock deferral's ``SageMakerTrigger`` arguments."""
         return ResumableSageMakerTrigger(
             job_name=str(external_id),
@@ -327,13 +327,13 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
             **resumable,
         )
 
-    def _defer_timeout(self) -> timedelta | None:
+    def defer_timeout(self) -> timedelta | None:
         """``max_ingestion_time`` if set, else ``execution_timeout``, as the stock deferral."""
         if self.max_ingestion_time:
             return timedelta(seconds=self.max_ingestion_time)
         return self.execution_timeout
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
         job_name: JsonValue = event.get("job_name")
         return job_name
 
@@ -504,13 +504,13 @@ class ResumableSageMakerProcessingOperator(_ResumableSageMakerJob, SageMakerProc
 
         def _read_output_files(self) -> dict[str, Any]: ...
 
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         if self.output_files_to_xcom and not getattr(self, "wait_for_completion", True):
             raise InvalidJobSpecError(
                 f"{self.service_name}: argument 'output_files_to_xcom' requires wait_for_completion=True "
                 f"(output files cannot be read before the job completes); nothing was submitted."
             )
-        return super()._spec()
+        return super().job_request()
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> dict[str, Any]:
         """``{"Processing": ...}`` plus the stock ``OutputFiles``; keeps it for OpenLineage."""

@@ -205,7 +205,7 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
         self.waiter_delay = seconds  # type: ignore[assignment]  # stock annotates int, takes float
 
     # ------------------------------------------------------------------ spec
-    def _spec(self) -> dict[str, Any]:
+    def job_request(self) -> dict[str, Any]:
         machine = require_text(self.state_machine_arn, "state_machine_arn", _SERVICE)
         if not _MACHINE_ARN.fullmatch(machine):
             raise InvalidJobSpecError(
@@ -267,7 +267,7 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
             f"{type(value).__name__}; nothing was submitted."
         )
 
-    def _prepare(self, context: Context) -> None:
+    def prepare_try(self, context: Context) -> None:
         """Refuse an EXPRESS state machine, then persist the state machine link, as stock does first."""
         self._refuse_express()
         StateMachineDetailsLink.persist(
@@ -384,7 +384,7 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> str:
         """The execution ARN, as the stock ``execute`` returns; persists the stock links first."""
-        self._adopt(external_id, context)
+        self.adopt_job(external_id, context)
         return str(external_id)
 
     def cancel_job(self, external_id: JsonValue, context: Context) -> None:
@@ -418,7 +418,7 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
         return error_code(error) in _TRANSIENT_CODES or super().is_transient_error(error)
 
     # ------------------------------------------------------------------ deferral
-    def _trigger(
+    def job_trigger(
         self, external_id: JsonValue, resumable: dict[str, Any]
     ) -> ResumableStepFunctionsExecutionCompleteTrigger:
         """The stock deferral's trigger arguments."""
@@ -433,11 +433,11 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
             **resumable,
         )
 
-    def _defer_timeout(self) -> timedelta | None:
+    def defer_timeout(self) -> timedelta | None:
         """``waiter_max_attempts * waiter_delay``, as the stock deferral."""
         return timedelta(seconds=self.waiter_max_attempts * self.waiter_delay)
 
-    def _event_external_id(self, event: dict[str, Any]) -> JsonValue:
+    def event_external_id(self, event: dict[str, Any]) -> JsonValue:
         arn: JsonValue = event.get("execution_arn")
         return arn
 
@@ -454,7 +454,7 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
         self._last_execution = execution
         return execution
 
-    def _adopt(self, external_id: JsonValue, context: Context) -> None:
+    def adopt_job(self, external_id: JsonValue, context: Context) -> None:
         """The execution link (once per execution and try)."""
         arn = str(external_id)
         if self.__dict__.get("_links_for") == arn:

@@ -125,7 +125,7 @@ class TestStateMapping:
         (step_id,) = emr.add_job_flow_steps(JobFlowId=cloud.cluster_id, Steps=steps(1))["StepIds"]
         cloud.server.set_state(step_id, state)
         operator = ResumableEmrAddStepsOperator(task_id="t", **kwargs(cloud))
-        operator._prepare(context() | {"ti": _PushingTaskInstance()})
+        operator.prepare_try(context() | {"ti": _PushingTaskInstance()})
         status = operator.get_job_status([step_id], context())
         assert status == state
         assert (operator.is_job_active(status), operator.is_job_succeeded(status)) == expected
@@ -200,7 +200,7 @@ class TestStepMarker:
             JobFlowId=cloud.cluster_id, Steps=[{**steps(1)[0], "Name": "a" + step_marker(token, 0, 2)}]
         )
         operator = ResumableEmrAddStepsOperator(task_id="t", **kwargs(cloud))
-        operator._prepare(context() | {"ti": _PushingTaskInstance()})
+        operator.prepare_try(context() | {"ti": _PushingTaskInstance()})
         with pytest.raises(ResumableError, match="1 of the 2 steps"):
             operator.find_job(token, context())
         assert operator.find_job("ar-" + "cd" * 20, context()) is None
@@ -235,7 +235,7 @@ class TestPartialProgress:
         cloud.server.finish(ids[0])
         cloud.server.finish(ids[1], succeeded=False, reason="Step exited with code 2")
         operator = ResumableEmrAddStepsOperator(task_id="t", **kwargs(cloud))
-        operator._prepare(context() | {"ti": _PushingTaskInstance()})
+        operator.prepare_try(context() | {"ti": _PushingTaskInstance()})
         with pytest.raises(
             JobFailedError, match=rf"step {ids[1]} \(step-1\) ended FAILED: Step exited with code 2"
         ):
@@ -311,7 +311,7 @@ class TestInvalidSpec:
 
 
 class _PushingTaskInstance:
-    """A ti that accepts XCom pushes (for calling ``_prepare`` directly)."""
+    """A ti that accepts XCom pushes (for calling ``prepare_try`` directly)."""
 
     dag_id, run_id, task_id, map_index, try_number, max_tries = "dag", "manual__1", "t", -1, 1, 0
 

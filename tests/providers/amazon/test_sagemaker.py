@@ -176,7 +176,7 @@ class SageMakerDriver(MotoJobDriver):
 
     def create(self, name: str, tags: list[dict[str, str]] | None = None) -> str:
         """A job created directly (not through the operator); returns its name."""
-        config = self.operator(name=name)._spec()  # the config with its integer fields converted
+        config = self.operator(name=name).job_request()  # the config with its integer fields converted
         client = aws_client(self.server.url, "sagemaker")
         getattr(client, f"create_{self.case.name}_job")(**config, **({"Tags": tags} if tags else {}))
         return name
