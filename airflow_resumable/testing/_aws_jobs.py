@@ -71,7 +71,7 @@ class BatchJobs(JobKind):
 
         return batch_backends
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
         return backend._jobs.get(job_id)
 
     def read_state(self, job: TrackedJob) -> str:
@@ -174,7 +174,7 @@ class EmrSteps(JobKind):
 
         return emr_backends
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
         cluster = backend.clusters.get(parent)
         return None if cluster is None else next((s for s in cluster.steps if s.id == job_id), None)
 
@@ -229,7 +229,7 @@ class EmrServerlessJobRuns(JobKind):
 
         return emrserverless_backends
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
         return next((run for run in backend.job_runs.get(parent, []) if run.id == job_id), None)
 
     def write_state(self, job: TrackedJob, state: str, reason: str) -> None:
@@ -281,7 +281,7 @@ class EmrContainersJobRuns(JobKind):
 
         return emrcontainers_backends
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
         run = backend.job_runs.get(job_id)
         return run if run is not None and (parent is None or run.virtual_cluster_id == parent) else None
 
@@ -319,15 +319,26 @@ def register_job_kind(kind: JobKind) -> None:
     """
     Teach the controller of this process a job kind (a service the package ships no kind for).
 
-    Its :attr:`~JobKind.kind_name` must be new, and its operations must not overlap those of a
-    kind of the same service. In-process servers (:class:`~airflow_resumable.testing.aws.MotoServer`)
-    see it at once; a ``MotoProcess`` does not.
+    Idempotent: registering a kind of the same class under the same name again (a conftest
+    imported twice, a module-scoped fixture per module) replaces it. Its operations must not
+    overlap those of another kind of the same service. In-process servers
+    (:class:`~airflow_resumable.testing.aws.MotoServer`) see it at once; a ``MotoProcess`` does
+    not.
 
-    :raises ValueError: on a name or an operation already taken.
+    :raises ValueError: on a name taken by a kind of another class, or an operation already taken.
     """
-    if kind.kind_name in KINDS:
-        raise ValueError(f"a job kind named {kind.kind_name!r} is already registered")
-    taken = {op for k in KINDS.values() if k.service == kind.service for op in k.operations}
+    existing = KINDS.get(kind.kind_name)
+    if existing is not None and type(existing).__qualname__ != type(kind).__qualname__:
+        raise ValueError(
+            f"a job kind named {kind.kind_name!r} is already registered "
+            f"({type(existing).__qualname__}, not {type(kind).__qualname__})"
+        )
+    taken = {
+        op
+        for k in KINDS.values()
+        if k.service == kind.service and k.kind_name != kind.kind_name
+        for op in k.operations
+    }
     if overlap := sorted(taken & kind.operations):
         raise ValueError(f"operations {overlap} already belong to a {kind.service} kind")
     KINDS[kind.kind_name] = kind

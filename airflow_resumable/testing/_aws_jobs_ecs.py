@@ -171,7 +171,7 @@ class EcsTasks(JobKind):
 
         return ecs_backends
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
         for tasks in backend.tasks.values():
             if job_id in tasks:
                 return tasks[job_id]

@@ -132,7 +132,7 @@ class GlueJobRuns(JobKind):
 
         return glue_backends
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
         definitions = [backend.jobs[parent]] if parent in backend.jobs else []
         if parent is None:
             definitions = list(backend.jobs.values())

@@ -88,12 +88,12 @@ class _SageMakerJobs(JobKind):
 
         return sagemaker_backends
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
         return getattr(backend, f"{self.noun}_jobs").get(job_id)
 
     def _model_in(self, region: str, name: str) -> Any:
         for regions in list(self.backends().values()):
-            if region in regions and (model := self._find(regions[region], name, None)) is not None:
+            if region in regions and (model := self.find_model(regions[region], name, None)) is not None:
                 return model
         return None
 

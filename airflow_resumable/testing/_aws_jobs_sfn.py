@@ -123,7 +123,7 @@ class StepFunctionsExecutions(JobKind):
 
         return stepfunctions_backends
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
         for instance in _instances(backend):
             for execution in instance.executions:
                 if execution.execution_arn == job_id:

@@ -132,8 +132,8 @@ class JobKind:
         )
 
     def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
-        """(job id, parent, action on failure) of each job a successful submit created."""
-        raise NotImplementedError
+        """(job id, parent, action on failure) of each job a successful submit created. Required."""
+        raise _missing(self, "created(call, reply)", "the ids of the jobs a successful submit created")
 
     def token(self, call: ApiCall) -> str | None:
         """The idempotency token of a submit call (None: the service has none)."""
@@ -144,12 +144,12 @@ class JobKind:
         return ""
 
     def read_ids(self, call: ApiCall) -> tuple[str | None, list[str] | None]:
-        """(parent, ids) a status read names; ids None means every job of the parent."""
-        raise NotImplementedError
+        """(parent, ids) a status read names; ids None means every job of the parent. Required."""
+        raise _missing(self, "read_ids(call)", "the (parent, ids) a status read names")
 
     def cancel_ids(self, call: ApiCall) -> list[str]:
-        """The ids a cancel call names."""
-        raise NotImplementedError
+        """The ids a cancel call names. Required."""
+        raise _missing(self, "cancel_ids(call)", "the ids a cancel call names")
 
     def cancel_applies(self, call: ApiCall, state: str) -> bool:
         """Whether a cancel call ends a job in ``state``."""
@@ -183,7 +183,7 @@ class JobKind:
     def locate(self, job_id: str, region: str, parent: str | None) -> str | None:
         """The moto account that holds the job, or None."""
         for account, regions in list(self.backends().items()):
-            if region in regions and self._find(regions[region], job_id, parent) is not None:
+            if region in regions and self.find_model(regions[region], job_id, parent) is not None:
                 return str(account)
         return None
 
@@ -192,20 +192,48 @@ class JobKind:
         regions = self.backends().get(job.account, {})
         if job.region not in regions:
             return None
-        return self._find(regions[job.region], job.job_id, job.parent)
+        return self.find_model(regions[job.region], job.job_id, job.parent)
 
     def read_state(self, job: TrackedJob) -> str:
+        """
+        The state moto's model of the job shows now (``EXPIRED`` once the model is gone).
+
+        The default reads the model's ``state`` attribute; override it when moto keeps the state
+        elsewhere (Batch ``status``, Athena ``status``).
+
+        :raises TypeError: the model has no ``state`` attribute (instead of reading every job as
+            in no state at all).
+        """
         model = self.model(job)
-        return "EXPIRED" if model is None else str(getattr(model, "state", ""))
+        if model is None:
+            return "EXPIRED"
+        if not hasattr(model, "state"):
+            raise TypeError(
+                f"job kind {self.kind_name!r}: moto's {type(model).__name__} has no 'state' "
+                "attribute; override JobKind.read_state(job) to read the job's state"
+            )
+        return str(model.state)
 
     def write_state(self, job: TrackedJob, state: str, reason: str) -> None:
-        raise NotImplementedError
+        """Set what moto's responses read for the job's state (and its reason). Required."""
+        raise _missing(self, "write_state(job, state, reason)", "set the state on moto's model")
 
     def remove(self, job: TrackedJob) -> None:
-        raise NotImplementedError
+        """Delete the job from moto's backend, as an expired history does. Required."""
+        raise _missing(self, "remove(job)", "delete the job from moto's backend")
 
     def backends(self) -> Any:
-        raise NotImplementedError
+        """moto's ``BackendDict`` of the service (``moto.glue.models.glue_backends``). Required."""
+        raise _missing(self, "backends()", "return moto's BackendDict of the service")
 
-    def _find(self, backend: Any, job_id: str, parent: str | None) -> Any:
-        raise NotImplementedError
+    def find_model(self, backend: Any, job_id: str, parent: str | None) -> Any:
+        """moto's object of the job in one region's ``backend``, or None. Required."""
+        raise _missing(self, "find_model(backend, job_id, parent)", "return moto's object of the job")
+
+
+def _missing(kind: JobKind, hook: str, what: str) -> NotImplementedError:
+    """The error for a hook a job kind must write and did not."""
+    return NotImplementedError(
+        f"job kind {type(kind).__name__} must implement {hook}: {what} "
+        "(docs/maintainers.md, 'A fake that keeps jobs running')"
+    )

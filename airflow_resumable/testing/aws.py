@@ -60,6 +60,7 @@ from airflow_resumable.testing._aws_jobs_glue import provision_glue
 from airflow_resumable.testing._aws_jobs_sagemaker import SageMakerResources, provision_sagemaker
 from airflow_resumable.testing._aws_jobs_sfn import provision_state_machine
 from airflow_resumable.testing._aws_process import MotoProcess
+from airflow_resumable.testing._aws_realism import Listing
 from airflow_resumable.testing._aws_resources import (
     TEST_ACCOUNT_ID,
     TEST_ROLE_ARN,
@@ -74,7 +75,7 @@ from airflow_resumable.testing._aws_resources import (
     provision_emr_virtual_cluster,
 )
 from airflow_resumable.testing._aws_state import ControllerState, configure_moto, restore_moto
-from airflow_resumable.testing._aws_wire import LedgerEntry
+from airflow_resumable.testing._aws_wire import ApiCall, ErrorReply, LedgerEntry
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -86,10 +87,13 @@ if TYPE_CHECKING:
 __all__ = [
     "TEST_ACCOUNT_ID",
     "TEST_ROLE_ARN",
+    "ApiCall",
     "BatchResources",
     "EcsResources",
+    "ErrorReply",
     "JobKind",
     "LedgerEntry",
+    "Listing",
     "MotoControl",
     "MotoControlClient",
     "MotoControlError",

@@ -506,7 +506,7 @@ class TestJobKindRegistry:
         assert kind_for("sagemaker", "ListEndpoints") is None
 
     def test_register_job_kind(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A new kind is served; a taken name or operation is refused."""
+        """A new kind is served; registering it again is a no-op; a taken name or operation is refused."""
         from airflow_resumable.testing import _aws_jobs
         from airflow_resumable.testing.aws import register_job_kind
 
@@ -521,11 +521,43 @@ class TestJobKindRegistry:
         register_job_kind(AthenaQueries())
         found = _aws_jobs.kind_for("athena", "GetQueryExecution")
         assert found is not None and found.kind_name == "athena"
-        with pytest.raises(ValueError, match="already registered"):
-            register_job_kind(AthenaQueries())
+        register_job_kind(AthenaQueries())  # a conftest imported twice: replaced, not refused
+        assert _aws_jobs.kind_for("athena", "GetQueryExecution") is not found
+
+        class Impostor(_aws_jobs.JobKind):
+            name = service = "athena"
+            submit_operation = "StartQueryExecution"
+            read_operations = frozenset({"GetQueryExecution"})
+            cancel_operations = frozenset({"StopQueryExecution"})
+
+        with pytest.raises(ValueError, match=r"already registered \(.*AthenaQueries, not .*Impostor\)"):
+            register_job_kind(Impostor())
 
         class Overlapping(AthenaQueries):
             name = "athena-2"
 
         with pytest.raises(ValueError, match="already belong"):
             register_job_kind(Overlapping())
+
+    def test_unwritten_hooks_name_themselves(self) -> None:
+        """A kind that leaves out a required hook, or whose moto model has no state, says which."""
+        from airflow_resumable.testing._aws_kind import JobKind, TrackedJob
+
+        class Bare(JobKind):
+            name = service = "athena"
+
+        kind = Bare()
+        with pytest.raises(
+            NotImplementedError, match=r"Bare must implement find_model\(backend, job_id, parent\)"
+        ):
+            kind.find_model(None, "q-1", None)
+        with pytest.raises(NotImplementedError, match=r"Bare must implement read_ids\(call\)"):
+            kind.read_ids(None)  # type: ignore[arg-type]
+
+        class StatusOnly(Bare):
+            def model(self, job: TrackedJob) -> object:
+                return type("QueryExecution", (), {"status": "RUNNING"})()
+
+        job = TrackedJob("q-1", StatusOnly(), "us-east-1", "123456789012", None, None, 1)
+        with pytest.raises(TypeError, match="moto's QueryExecution has no 'state' attribute; override"):
+            _ = job.state
