@@ -52,6 +52,7 @@ _ROUTES = Map(
         Rule(f"{CONTROL_PREFIX}/faults", endpoint="clear_faults", methods=["DELETE"]),
         Rule(f"{CONTROL_PREFIX}/lifecycle", endpoint="set_lifecycle", methods=["POST"]),
         Rule(f"{CONTROL_PREFIX}/ledger", endpoint="ledger", methods=["GET"]),
+        Rule(f"{CONTROL_PREFIX}/fake_errors", endpoint="fake_errors", methods=["GET"]),
         Rule(f"{CONTROL_PREFIX}/realism", endpoint="realism", methods=["GET"]),
         Rule(f"{CONTROL_PREFIX}/realism", endpoint="set_realism", methods=["POST"]),
         Rule(f"{CONTROL_PREFIX}/reset", endpoint="reset", methods=["POST"]),
@@ -87,7 +88,10 @@ class ControlledMotoApp:
             environ["CONTENT_LENGTH"] = str(len(data))
             return self._forward(environ)
 
-        reply = self.state.handle(call, forward)
+        try:
+            reply = self.state.handle(call, forward)
+        except Exception as err:  # a fault of the fake (a job kind), not of the client: say so
+            reply = self.state.fake_failed(call, err)
         headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(reply.body))))
         start_response(f"{reply.status} {HTTP_STATUS_CODES.get(reply.status, 'Error')}", headers)
@@ -133,6 +137,8 @@ class ControlledMotoApp:
         state = self.state
         if endpoint == "health":
             return {"ok": True}
+        if endpoint == "fake_errors":
+            return {"errors": state.fake_errors()}
         if endpoint == "jobs":
             return {"jobs": state.jobs(request.args.get("service"))}
         if endpoint == "job":

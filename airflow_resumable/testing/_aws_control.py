@@ -102,6 +102,15 @@ class MotoControl(Protocol):
         """Every API call, oldest first."""
         ...
 
+    def fake_errors(self) -> list[str]:
+        """
+        What the controller itself failed on (a job kind's bug), oldest first; each such call was
+        answered 500 ``InternalFailure`` naming it.
+
+        .. versionadded:: 0.5.0
+        """
+        ...
+
     def set_realism(self, realism: Realism) -> None:
         """
         Switch the visibility lag, throttling, page sizes and history retention from now on.
@@ -268,6 +277,9 @@ class MotoControlClient(MotoControl):
 
     def ledger(self) -> list[LedgerEntry]:
         return [LedgerEntry.from_dict(entry) for entry in self._call("GET", "/ledger")["entries"]]
+
+    def fake_errors(self) -> list[str]:
+        return [str(text) for text in self._call("GET", "/fake_errors")["errors"]]
 
     def set_realism(self, realism: Realism) -> None:
         self._call("POST", "/realism", realism.to_dict())

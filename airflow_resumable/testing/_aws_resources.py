@@ -196,6 +196,23 @@ class MotoJobDriver:
         """
         self.control.lose_response(self._kind.submit_operation, service=self._kind.service)
 
+    def fake_errors(self) -> list[str]:
+        """
+        What the fake itself failed on (a job kind's bug), for the contract kit.
+
+        .. versionadded:: 0.5.0
+        """
+        return self.control.fake_errors()
+
+    def state_of(self, external_id: JsonValue) -> str:
+        """
+        The state the fake shows for the job (comma-joined for a list of steps), for the contract
+        kit to tell a fake that answers wrong from an operator that reads it wrong.
+
+        .. versionadded:: 0.5.0
+        """
+        return ",".join(str(self.control.job(job_id)["state"]) for job_id in self._ids(external_id))
+
     def set_realism(self, realism: Realism) -> None:
         """
         Make the controller as unkind as ``realism`` from now on (every service, not only this

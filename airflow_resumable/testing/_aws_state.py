@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import sys
 import threading
 import time
@@ -28,6 +29,8 @@ from airflow_resumable.testing._aws_wire import (
     error_reply,
 )
 from airflow_resumable.testing.realism import Realism
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -133,6 +136,7 @@ class ControllerState:
         self._tokens: dict[tuple[str, str, str, str], _TokenRecord] = {}
         self._faults: list[Fault] = []
         self._ledger: list[LedgerEntry] = []
+        self._fake_errors: list[str] = []
         self._seq = itertools.count(1)
         self._job_seq = itertools.count(1)
 
@@ -445,6 +449,29 @@ class ControllerState:
             self.final_result = final_result or self.final_result
             self.reads_per_state = self.reads_per_state if reads_per_state is None else reads_per_state
 
+    def fake_failed(self, call: ApiCall, error: Exception) -> Reply:
+        """
+        Record that the controller itself failed on ``call`` (a job kind's bug, not the client's)
+        and answer 500 ``InternalFailure`` naming it, so the contract kit can tell a fake that
+        answers wrong from an operator that reads it wrong.
+        """
+        import traceback
+
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        text = (
+            f"{type(error).__name__}: {error} (the fake answering {call.service} {call.operation}, "
+            f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+        )
+        log.error("The fake failed: %s", text, exc_info=error)
+        with self.lock:
+            self._fake_errors.append(text)
+        return error_reply(call, 500, "InternalFailure", f"the fake failed: {text}")
+
+    def fake_errors(self) -> list[str]:
+        """What the controller itself failed on, oldest first (see :meth:`fake_failed`)."""
+        with self.lock:
+            return list(self._fake_errors)
+
     def ledger(self) -> list[LedgerEntry]:
         """Every API call, oldest first."""
         with self.lock:
@@ -470,6 +497,7 @@ class ControllerState:
             self._tokens.clear()
             self._faults.clear()
             self._ledger.clear()
+            self._fake_errors.clear()
 
     def _live(self, job_id: str) -> TrackedJob:
         job = self._jobs.get(job_id)

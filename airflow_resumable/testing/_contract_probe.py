@@ -20,6 +20,7 @@ from unittest import mock
 
 from airflow_resumable.exceptions import JobNotFoundError
 from airflow_resumable.record import RECORD_KEY
+from airflow_resumable.testing._contract_checks import ContractDefect, check_operator_class
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,6 +46,9 @@ SPEC_VARIABLE = "AIRFLOW_RESUMABLE_CONTRACT_SPEC"
 #: changes between tries to simulate a user who fixed the job's inputs.
 SPEC_TEMPLATE = "{{ var.value.airflow_resumable_contract_spec }}"
 _MAX_POLLS = 500
+#: A job the kit ended that still reads as active this many times and seconds later is reported.
+_READS_AFTER_FINISH = 10
+_SECONDS_AFTER_FINISH = 2.0
 
 
 class SimulatedWorkerCrash(Exception):
@@ -154,7 +158,25 @@ class ScenarioProbe:
     throttled_reads: int = 0
     submitted_at: list[float] = field(default_factory=list)
     last_activity: float | None = None
+    #: One line per defect the kit saw inside a try (a stock method called, a made-up state, a
+    #: job read wrong); the scenario reports the first before anything else.
+    defects: list[str] = field(default_factory=list)
+    #: The jobs the kit ended through ``probe.cloud.finish``: id → (succeeded, when).
+    finished: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    _reads_after_finish: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _local: threading.local = field(default_factory=threading.local)
+
+    def __post_init__(self) -> None:
+        self.cloud = _FinishRecorder(self.cloud, self.finished)
+
+    def defect(self, message: str) -> None:
+        """Keep a defect the kit saw inside a try (reported before any other failure)."""
+        if message not in self.defects:
+            self.defects.append(message)
+
+    def is_polling(self) -> bool:
+        """Whether the thread that asks is inside the operator's ``poll_until_complete``."""
+        return bool(getattr(self._local, "polling", False))
 
     @property
     def try_number(self) -> int:
@@ -176,6 +198,60 @@ class ScenarioProbe:
         """The operator instance running in this thread."""
         return self._local.operator
 
+    def check_finished_job(self, op: Any, external_id: Any, status: Any) -> None:
+        """
+        A job the kit ended must read as ended: if not, tell a fake that did not end it (or
+        failed) from an operator that reads the wrong field, and end the try.
+
+        :raises ContractDefect: the job reads as active ``_READS_AFTER_FINISH`` times and
+            ``_SECONDS_AFTER_FINISH`` after it was ended, or as failed after a success.
+        """
+        key = str(external_id)
+        if key not in self.finished:
+            return
+        succeeded, when = self.finished[key]
+        if op.is_job_active(status):
+            self._reads_after_finish[key] += 1
+            reads = self._reads_after_finish[key]
+            if reads < _READS_AFTER_FINISH or time.monotonic() - when < _SECONDS_AFTER_FINISH:
+                return
+            seen = f"still reads as active {reads} times and {time.monotonic() - when:.1f} s after"
+        elif bool(op.is_job_succeeded(status)) == succeeded:
+            return
+        else:
+            seen = "reads as failed after" if succeeded else "reads as succeeded after"
+        ended = "success" if succeeded else "failure"
+        message = (
+            f"job {external_id!r} {seen} the kit ended it with {ended}: "
+            f"{self._who_is_wrong(op, external_id, status)}"
+        )
+        self.defect(message)
+        raise ContractDefect(message)
+
+    def _who_is_wrong(self, op: Any, external_id: Any, status: Any) -> str:
+        cloud: Any = self.cloud
+        fake_errors = getattr(cloud, "fake_errors", None)
+        errors = fake_errors() if fake_errors is not None else []
+        if errors:
+            return f"the fake failed, not the operator: {errors[0]}"
+        state_of = getattr(cloud, "state_of", None)
+        if state_of is None:
+            return (
+                f"{type(op).__name__}.get_job_status returned {status!r}; either the fake did not end "
+                f"the job or the operator reads the wrong field (give the driver state_of(external_id) "
+                f"so the kit can tell which)"
+            )
+        shown = state_of(external_id)
+        if str(shown) == str(status) or not str(shown):
+            return (
+                f"the fake answers wrong, not the operator: the fake itself shows {shown!r} "
+                f"(check the driver's finish and the job kind's write_state/read_state)"
+            )
+        return (
+            f"the operator reads it wrong, not the fake: the fake shows {shown!r}, but "
+            f"{type(op).__name__}.get_job_status returned {status!r} (read the service's state field)"
+        )
+
     @contextmanager
     def install(self, operator_class: type) -> Iterator[None]:
         """Wrap the operator's hooks for the duration of a ``with`` block."""
@@ -188,6 +264,7 @@ class ScenarioProbe:
             probe._local.context = context
             probe._local.operator = op
             probe._local.polling = False
+            probe.last_activity = time.monotonic()  # the stall watch starts here, not at the submit
             result = originals["execute"](op, context)
             probe.returned.append(result)
             return result
@@ -232,7 +309,13 @@ class ScenarioProbe:
                     probe.expired_reads.append(f"raised {type(err).__name__}")
                     raise
                 probe.expired_reads.append(f"returned {status!r}")
-                return status
+                message = (
+                    f"get_job_status on an expired job: {type(op).__name__}.get_job_status"
+                    f"({external_id!r}) returned {status!r} for a job the service no longer knows: "
+                    f"raise airflow_resumable.exceptions.JobNotFoundError instead of a made-up state"
+                )
+                probe.defect(message)
+                raise ContractDefect(message)
             if getattr(probe._local, "polling", False):
                 probe.last_activity = time.monotonic()
                 index = probe._local.polls
@@ -243,7 +326,9 @@ class ScenarioProbe:
                     probe.polled[probe.try_number].append(external_id)
                 probe.on_poll(probe, probe.try_number, external_id, index)
             try:
-                return originals["get_job_status"](op, external_id, context)
+                status = originals["get_job_status"](op, external_id, context)
+                probe.check_finished_job(op, external_id, status)
+                return status
             except JobNotFoundError:
                 probe.unseen_reads += 1
                 raise
@@ -323,34 +408,20 @@ def finish_on_first_poll(succeeded: bool = True, *, on_try: int | None = None) -
     return hook
 
 
-_ENGINE_METHODS = ("execute", "execute_resumable", "poll_until_complete")
+class _FinishRecorder:
+    """The scenario's driver, with every ``finish`` remembered (the kit checks the job then reads
+    as ended); everything else is the driver's own."""
 
+    def __init__(self, driver: CloudDriver, finished: dict[str, tuple[bool, float]]) -> None:
+        self._driver = driver
+        self._finished = finished
 
-def check_operator_class(operator_class: type) -> None:
-    """
-    Fail at once when the operator's engine methods come from the stock operator.
+    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
+        self._driver.finish(external_id, succeeded=succeeded)
+        self._finished.setdefault(str(external_id), (succeeded, time.monotonic()))
 
-    ``class MyOperator(StockOperator, ResumableJobMixin)`` gives the stock ``execute`` (and, for a
-    stock class built on Airflow's core mixin, its ``execute_resumable`` and poll loop) precedence:
-    the resumable engine never runs and every scenario would hang until its timeout.
-
-    :raises AssertionError: naming the method, the class it comes from and the fix.
-    """
-    from airflow_resumable.mixin import ResumableJobMixin
-
-    if not issubclass(operator_class, ResumableJobMixin):
-        raise AssertionError(
-            f"{operator_class.__name__} is not a subclass of airflow_resumable.mixin.ResumableJobMixin"
-        )
-    for name in _ENGINE_METHODS:
-        owner = next(klass for klass in operator_class.__mro__ if name in vars(klass))
-        if not issubclass(owner, ResumableJobMixin):
-            raise AssertionError(
-                f"{operator_class.__name__}.{name} comes from {owner.__module__}.{owner.__qualname__}, "
-                f"not from a resumable class: put the resumable mixin (or AwsJobMixin) before the stock "
-                f"operator in the bases, and do not override {name} with the stock one "
-                f"(MRO: {[klass.__name__ for klass in operator_class.__mro__[:6]]})."
-            )
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
 
 
 class _StallWatch:
@@ -382,6 +453,16 @@ class _StallWatch:
             if last is None or time.monotonic() - last < self.timeout:
                 continue
             submitted = [i for ids in self.probe.submitted.values() for i in ids]
+            if not submitted:
+                self.stalled = (
+                    f"stalled: try {self.probe.try_number or 1} entered execute and reached neither "
+                    f"submit_job nor a status call in {self.timeout:.0f} s: the operator waits outside "
+                    f"the mixin's hooks before any job (a stock execute or waiter kept?); the kit ended "
+                    f"the try with its execution timeout."
+                )
+                _end_the_try_now()
+                self.probe.last_activity = time.monotonic()  # the next try gets its own time
+                continue
             self.stalled = (
                 f"stalled: no status call went through get_job_status for {self.timeout:.0f} s after "
                 f"job(s) {submitted} were submitted (polls so far: {dict(self.probe.polled)}). The "
@@ -398,3 +479,15 @@ class _StallWatch:
                             self.probe.cloud.finish(external_id, succeeded=False)
                 if self._done.wait(0.2):
                     return
+
+
+def _end_the_try_now() -> None:
+    """
+    Fire the try's ``execution_timeout`` now (Airflow's timeout is a SIGALRM handler in the task's
+    thread), so a try stuck before any job ends in seconds; without such a handler, do nothing.
+    """
+    import os
+    import signal
+
+    if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        os.kill(os.getpid(), signal.SIGALRM)

@@ -170,3 +170,26 @@ def read_ledger(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> 
     with create_session() as session:
         variable = session.scalar(select(Variable).where(Variable.key == key))
         return None if variable is None else json.loads(variable.val)
+
+
+def read_xcoms(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+    """
+    Every XCom a task instance left in the metadata database, by key (``return_value``, the
+    links' ``_link_<Name>``, the operator's own keys), deserialized.
+
+    .. versionadded:: 0.5.0
+    """
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.key, XComModel.value).where(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run_id,
+                XComModel.task_id == task_id,
+                XComModel.map_index == map_index,
+            )
+        ).all()
+    return {row.key: XComModel.deserialize_value(row) for row in rows}

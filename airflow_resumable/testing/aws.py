@@ -268,6 +268,9 @@ class MotoServer(MotoControl):
     def ledger(self) -> list[LedgerEntry]:
         return self.state.ledger()
 
+    def fake_errors(self) -> list[str]:
+        return self.state.fake_errors()
+
     def set_realism(self, realism: Realism) -> None:
         self.state.set_realism(realism)
 

@@ -51,6 +51,12 @@ from tenacity import wait_none
 
 from airflow_resumable.record import RECORD_KEY
 from airflow_resumable.retry import RetryPolicy
+from airflow_resumable.testing._contract_checks import (
+    ContractDefect,
+    fingerprint_misses,
+    stock_classes,
+    stock_tripwires,
+)
 from airflow_resumable.testing._contract_interruptions import InterruptionContract
 from airflow_resumable.testing._contract_probe import (
     SPEC_TEMPLATE,
@@ -67,6 +73,7 @@ from airflow_resumable.testing._contract_probe import (
     finish_on_first_poll,
 )
 from airflow_resumable.testing._contract_proof import PROOF_LAG, PROOF_LAGS, ProofContract, realism_of
+from airflow_resumable.testing._contract_stock import StockParityContract
 from airflow_resumable.testing.airflow_env import DagRunOutcome, read_ledger, read_task_state, run_dag
 from airflow_resumable.testing.realism import Realism
 
@@ -80,6 +87,7 @@ __all__ = [
     "SPEC_TEMPLATE",
     "SPEC_VARIABLE",
     "CloudDriver",
+    "ContractDefect",
     "LossyCloudDriver",
     "PollHook",
     "RealisticCloudDriver",
@@ -92,7 +100,7 @@ __all__ = [
 ]
 
 
-class ResumableOperatorContract(ProofContract, InterruptionContract):
+class ResumableOperatorContract(StockParityContract, ProofContract, InterruptionContract):
     """
     The resumable contract as a pytest suite. Subclass it; see the module docstring.
 
@@ -118,12 +126,28 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         visibility_lag=0.2, throttle_rate=100.0, throttle_burst=50, page_size=2
     )
 
+    #: Templated fields that are not part of the job (connections, regions, how to wait): the
+    #: fingerprint scenario changes every other templated field and expects a new fingerprint.
+    fields_outside_the_spec: ClassVar[frozenset[str]] = frozenset(
+        {
+            "aws_conn_id",
+            "region_name",
+            "verify",
+            "botocore_config",
+            "databricks_conn_id",
+            "databricks_retry_args",
+        }
+    )
+
     def operator_kwargs(self, cloud: CloudDriver, spec_marker: str) -> dict[str, Any]:
         """
         The operator's own arguments. ``spec_marker`` must land in a templated field that is part
         of the job spec (a name, a parameter), so that changing it changes the fingerprint.
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement operator_kwargs(cloud, spec_marker): the "
+            f"operator's arguments, with spec_marker in a templated field of the job's spec"
+        )
 
     # --------------------------------------------------------------------------- machinery
     def _run(
@@ -167,12 +191,31 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         with (
             realism_of(cloud, self.realism if realism is None else realism),
             probe.install(self.operator_class),
+            stock_tripwires(self.operator_class, probe),
             _StallWatch(probe, self.stall_timeout if stall_timeout is None else stall_timeout) as watch,
         ):
             outcome = run_dag(dag)
+        # The cause first: a defect seen inside a try, then a fake that failed, then a stall.
+        if probe.defects:
+            raise AssertionError(probe.defects[0])
+        fake_errors = getattr(cloud, "fake_errors", None)
+        if fake_errors is not None and (errors := fake_errors()):
+            raise AssertionError(f"the fake failed, not the operator: {errors[0]}")
         if watch.stalled is not None:
             raise AssertionError(watch.stalled)
         return outcome
+
+    def _check_token_replayed(self, cloud: CloudDriver, namesakes: int = 0) -> None:
+        """One line for an operator that declares idempotent submission but sends no token."""
+        submitted = cloud.submitted_ids()
+        if self.operator_class.submission_is_idempotent and len(submitted) > 1 + namesakes:
+            raise AssertionError(
+                f"{self.operator_class.__name__} declares submission_is_idempotent = True, yet the "
+                f"submit re-sent after a crash before persist created another job ({submitted}): "
+                f"submit_job must send self.submission_token in the service's idempotency field "
+                f"(or derive the job's unique name from it), so the service answers with the first "
+                f"job; find_job is never called for an idempotent operator"
+            )
 
     @staticmethod
     def _record(outcome: DagRunOutcome, map_index: int = -1) -> dict[str, Any]:
@@ -192,6 +235,7 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         assert record["phase"] == "completed"
         assert record["generation"] == 1
         assert record["external_id"] == cloud.submitted_ids()[0]
+        self._check_stock_xcoms(outcome, cloud, cloud.submitted_ids()[0], "fresh")
 
     def test_reconnect_after_worker_crash(self, cloud: CloudDriver) -> None:
         """A retry after a crash while polling reconnects to the same job instead of submitting."""
@@ -209,6 +253,7 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         assert probe.polled[2] == probe.polled[1] == [cloud.submitted_ids()[0]]
         assert probe.submitted[2] == []
         assert probe.returned == probe.job_results[-1:]
+        self._check_stock_xcoms(outcome, cloud, cloud.submitted_ids()[0], "reconnect")
 
     def test_adopt_succeeded_job(self, cloud: CloudDriver) -> None:
         """A retry that finds its job already succeeded returns get_job_result without polling."""
@@ -223,6 +268,7 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         assert len(cloud.submitted_ids()) == 1
         assert 2 not in probe.polled
         assert probe.returned == probe.job_results != []
+        self._check_stock_xcoms(outcome, cloud, cloud.submitted_ids()[0], "adopt-succeeded")
 
     def test_resubmit_after_failure(self, cloud: CloudDriver) -> None:
         """A retry after the job failed submits one fresh job under the next generation and token."""
@@ -246,6 +292,7 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         """A crash after the service accepted the job but before its id was stored causes no duplicate."""
         probe = ScenarioProbe(cloud, finish_on_first_poll(), crash_after_submit={1})
         outcome = self._run(cloud, probe)
+        self._check_token_replayed(cloud)
         assert outcome.task("job").state == "success"
         assert outcome.task("job").try_number == 2
         assert len(cloud.submitted_ids()) == 1
@@ -262,6 +309,7 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         outcome = self._run(cloud, probe)
         own = probe.submitted[1][0]
         assert probe.namesakes != [] and probe.namesakes[0] != own, "the kit's namesake was not created"
+        self._check_token_replayed(cloud, namesakes=1)
         assert outcome.task("job").state == "success"
         assert probe.polled[2] == [own], (
             f"try 2 polled {probe.polled[2]}, not its own job {own!r} (namesake {probe.namesakes[0]!r}): "
@@ -337,6 +385,22 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
         assert self._record(outcome)["generation"] == 2
         assert cloud.cancelled_ids() == [submitted[0]], "the superseded job must be cancelled"
 
+    def test_fingerprint_covers_every_templated_field(self, cloud: CloudDriver) -> None:
+        """
+        Changing any templated field of the spec changes ``job_fingerprint`` (else a retry after
+        the user fixed that input would adopt the old job). Each templated field that is set and
+        not in :attr:`fields_outside_the_spec` is changed in turn; no job is submitted.
+        """
+        kwargs = self.operator_kwargs(cloud, "kit-marker")
+        misses = fingerprint_misses(self.operator_class, kwargs, self.fields_outside_the_spec)
+        assert not misses, (
+            f"{self.operator_class.__name__}.job_fingerprint ignores the templated field(s) "
+            f"{', '.join(misses)}: a retry after the user changed it would adopt the old job; hash it "
+            f"with the request (AwsJobMixin: job_request()), or list it in fields_outside_the_spec "
+            f"if it is not part of the job"
+        )
+        assert cloud.submitted_ids() == []
+
     def test_wiped_state_store_reconnects(self, cloud: CloudDriver) -> None:
         """
         A clear that deletes the task state store (apache/airflow#72100) causes no second job.
@@ -396,10 +460,20 @@ class ResumableOperatorContract(ProofContract, InterruptionContract):
                 f"while no try polls would leave its job running"
             )
         assert cloud.cancelled_ids() == [cloud.submitted_ids()[0]]
+        _check_canceller_registered_for_the_custodian(str(entry["cancel"]["with"]))
 
     def test_adopts_stock_operator_id(self, cloud: CloudDriver) -> None:
         """An id stored by the stock operator's code path (the core mixin) is adopted, not resubmitted."""
         from airflow.sdk import ResumableJobMixin as CoreMixin
+
+        stock = stock_classes(self.operator_class)
+        if not any(issubclass(klass, CoreMixin) for klass in stock):
+            named = stock[0].__name__ if stock else "operator"
+            pytest.skip(
+                f"the stock {named} stores no job id (it is not built on Airflow's ResumableJobMixin): "
+                f"there is no stock id to adopt (docs/maintainers.md, 'A stock operator that stores "
+                f"no id')"
+            )
 
         def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
             if try_number == 1:
@@ -476,3 +550,36 @@ def _record_vandal(value: Any, *, drop_bare_id: bool = False) -> PollHook:
         probe.cloud.finish(external_id, succeeded=True)
 
     return hook
+
+
+def _check_canceller_registered_for_the_custodian(name: str) -> None:
+    """
+    The canceller a recipe names must resolve in a fresh process (the scheduler, the API server),
+    which imports no operator module: through the entry point group, not only ``register_canceller``.
+    """
+    import subprocess
+    import sys
+
+    from airflow_resumable.custodian import CANCELLER_ENTRY_POINT_GROUP
+
+    code = (
+        "import importlib, sys\n"
+        "from airflow_resumable.custodian import canceller_path\n"
+        "path = canceller_path(sys.argv[1])\n"
+        "if path is None: sys.exit('unregistered')\n"
+        "module, _, function = path.partition(':')\n"
+        "getattr(importlib.import_module(module), function)\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code, name], capture_output=True, text=True, timeout=120, check=False
+    )
+    if found.returncode == 0:
+        return
+    why = (found.stderr.strip().splitlines() or ["?"])[-1]
+    if why == "unregistered":
+        raise AssertionError(
+            f"the canceller {name!r} is registered only in this test process: the custodian runs in "
+            f"the scheduler and the API server, which never import your operator module; register it "
+            f"through the entry point group {CANCELLER_ENTRY_POINT_GROUP!r} in your package metadata"
+        )
+    raise AssertionError(f"the canceller {name!r} cannot be loaded in a fresh process: {why}")

@@ -615,6 +615,18 @@ class FakeDatabricksDriver:
         """Answer the next submit call with HTTP 429 (nothing is created)."""
         self.fake.inject_fault(self.submit_endpoint, 429)
 
+    def state_of(self, external_id: JsonValue) -> str:
+        """
+        The run's ``life_cycle_state`` (and ``result_state`` once ended) as the fake shows it, for
+        the contract kit to tell a fake that answers wrong from an operator that reads it wrong.
+
+        .. versionadded:: 0.5.0
+        """
+        state = self.fake.get_run(int(str(external_id))).get("state") or {}
+        return "/".join(
+            str(part) for part in (state.get("life_cycle_state"), state.get("result_state")) if part
+        )
+
     def set_realism(self, realism: Realism) -> None:
         """
         Switch the fake's realism (visibility lag, throttling, page size, retention) from now on.

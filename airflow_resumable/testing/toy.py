@@ -332,6 +332,15 @@ class ToyDriver:
         """Forget a job."""
         self.service.expire(str(external_id))
 
+    def state_of(self, external_id: JsonValue) -> str:
+        """
+        The job's state in the service (``EXPIRED`` once forgotten), for the contract kit.
+
+        .. versionadded:: 0.5.0
+        """
+        job = self.service.jobs.get(str(external_id))
+        return "EXPIRED" if job is None else job.state
+
     def throttle_next_submit(self) -> None:
         """Refuse the next submit with :class:`ThrottledError` (nothing is created)."""
         self.service.throttle_next("submit")
