@@ -265,7 +265,11 @@ class ScenarioProbe:
             probe._local.operator = op
             probe._local.polling = False
             probe.last_activity = time.monotonic()  # the stall watch starts here, not at the submit
-            result = originals["execute"](op, context)
+            try:
+                result = originals["execute"](op, context)
+            except NotImplementedError as err:  # a hook left out: its message names it
+                probe.defect(f"{type(op).__name__} leaves a required hook out: {err}")
+                raise
             probe.returned.append(result)
             return result
 

@@ -11,8 +11,9 @@ from airflow.sdk import BaseOperator
 from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
 
 from airflow_resumable.exceptions import JobNotFoundError, TransientCloudError
+from airflow_resumable.record import fingerprint_of
 from airflow_resumable.testing.contract import ResumableOperatorContract
-from airflow_resumable.testing.toy import ToyDriver, ToyTaggedJobOperator, toy_service
+from airflow_resumable.testing.toy import ToyDriver, ToyJobOperator, ToyTaggedJobOperator, toy_service
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -253,3 +254,257 @@ class NoPatienceForLookups(ToyTaggedJobOperator):
 
     def is_transient_error(self, error: BaseException) -> bool:
         return isinstance(error, TransientCloudError)
+
+
+# --------------------------------------------------------------------------------------------
+# Each defect a new maintainer made (issue 20), failing in seconds with a one-line cause.
+
+
+class TokenNotSent(ToyJobOperator):
+    """Defect: declares idempotent submission but never sends the token."""
+
+    def submit_job(self, context: Context) -> JsonValue:
+        return self._svc.submit(self.command, None)
+
+
+class FingerprintIgnoresTheCommand(ToyJobOperator):
+    """Defect: the fingerprint hashes a constant, not the templated command."""
+
+    def job_fingerprint(self, context: Context) -> str | None:
+        return fingerprint_of({"command": "echo"})
+
+
+class StockWithOnKill(StockLikeOperator):
+    """A stock operator whose ``on_kill`` cancels the job (as most stock AWS operators do)."""
+
+    def on_kill(self) -> None:
+        raise AssertionError("the stock on_kill must never run")
+
+
+class ExecuteReExported(ToyTaggedJobOperator, StockWithOnKill):
+    """Defect: the stock ``execute`` re-exported in the resumable class."""
+
+    execute = StockLikeOperator.execute
+
+
+class OnKillReExported(ToyTaggedJobOperator, StockWithOnKill):
+    """Defect: the stock ``on_kill`` re-exported (it cancels on every SIGTERM)."""
+
+    on_kill = StockWithOnKill.on_kill
+
+
+class ExecuteCallsStock(ToyTaggedJobOperator, StockWithOnKill):
+    """Defect: a wrapper that calls the stock ``execute`` (the resumable one never runs)."""
+
+    def execute(self, context: Context) -> Any:
+        return StockLikeOperator.execute(self, context)
+
+
+class OnKillCallsStock(ToyTaggedJobOperator, StockWithOnKill):
+    """Defect: ``on_kill`` records the stop, then calls the stock one, which cancels."""
+
+    def on_kill(self) -> None:
+        super().on_kill()
+        StockWithOnKill.on_kill(self)
+
+
+class StockWaiterKept(ToyTaggedJobOperator):
+    """Defect: polls with a botocore waiter (as the stock operator does) instead of the mixin."""
+
+    def poll_until_complete(self, external_id: JsonValue, context: Context) -> None:
+        from botocore.waiter import SingleWaiterConfig, Waiter
+
+        config = {
+            "delay": 0,
+            "maxAttempts": 1000,
+            "operation": "DescribeJob",
+            "acceptors": [
+                {"state": "success", "matcher": "path", "argument": "state", "expected": "SUCCEEDED"}
+            ],
+        }
+        job = self._svc.jobs[str(external_id)]
+        Waiter("JobComplete", SingleWaiterConfig(config), lambda **_: {"state": job.state}).wait()
+
+
+class HangsBeforeSubmit(ToyTaggedJobOperator):
+    """Defect: waits for something of its own before the engine runs (never reaches submit_job)."""
+
+    def execute(self, context: Context) -> Any:
+        threading.Event().wait(60)
+        return super().execute(context)
+
+
+class ReadsTheWrongField(ToyTaggedJobOperator):
+    """Defect: reads a field that says RUNNING whatever the job's state."""
+
+    def get_job_status(self, external_id: JsonValue, context: Context) -> str:
+        super().get_job_status(external_id, context)
+        return "RUNNING"
+
+
+class NeverEnds(ToyDriver):
+    """A fake that does not end a job when told (a job kind whose write_state does nothing)."""
+
+    def finish(self, external_id: JsonValue, *, succeeded: bool) -> None:
+        pass
+
+
+class ReturnsTheOutputLocation(ToyTaggedJobOperator):
+    """Defect: returns the job's output instead of what the stock operator returns."""
+
+    def get_job_result(self, external_id: JsonValue, context: Context) -> Any:
+        return f"s3://bucket/output/{external_id}"
+
+
+class LeavesAdoptOut(ToyTaggedJobOperator):
+    """Defect: a required hook left out (raises the mixin's NotImplementedError)."""
+
+    def get_job_result(self, external_id: JsonValue, context: Context) -> Any:
+        raise NotImplementedError("LeavesAdoptOut must implement adopt_job(external_id, context)")
+
+
+class CancellerOnlyInProcess(ToyTaggedJobOperator):
+    """Defect: its canceller is registered with register_canceller only (the custodian never sees it)."""
+
+    def cancel_recipe(self, context: Context) -> Any:
+        return ("toy_job_in_process_only", {"service": self.service})
+
+
+def _declared_kit(operator: type, *, stall_timeout: float = 10.0) -> ResumableOperatorContract:
+    """:func:`_toy_kit` with the toy's stock XComs declared."""
+
+    class Kit(type(_toy_kit(operator, stall_timeout=stall_timeout))):  # type: ignore[misc]
+        def stock_xcoms(self, cloud: Any, external_id: JsonValue) -> dict[str, Any]:
+            command = cloud.service.jobs[str(external_id)].command
+            return {"return_value": {"job_id": external_id, "output": f"ran {command}"}}
+
+    return Kit()
+
+
+@pytest.fixture
+def deduplicating() -> ToyDriver:
+    return ToyDriver(toy_service(f"dedup-{uuid.uuid4().hex[:6]}", deduplicates=True))
+
+
+def test_kit_names_a_token_not_sent(deduplicating: ToyDriver) -> None:
+    """Idempotent by declaration, no token on the wire: the kit says so, not "2 == 1" or find_job."""
+    with pytest.raises(AssertionError, match=r"declares submission_is_idempotent = True, yet the submit"):
+        _toy_kit(TokenNotSent).test_crash_between_submit_and_persist(deduplicating)
+    assert len(deduplicating.submitted_ids()) == 2
+
+
+def test_kit_names_the_field_the_fingerprint_ignores(deduplicating: ToyDriver) -> None:
+    """The kit changes each templated field in turn and names the one the fingerprint missed."""
+    with pytest.raises(
+        AssertionError, match=r"ignores the templated field\(s\) 'command' \('echo kit-marker'"
+    ):
+        _toy_kit(FingerprintIgnoresTheCommand).test_fingerprint_covers_every_templated_field(deduplicating)
+    assert deduplicating.submitted_ids() == []
+
+
+@pytest.mark.parametrize(
+    ("operator", "expected"),
+    [
+        (ExecuteReExported, r"ExecuteReExported.execute is StockLikeOperator.execute re-exported"),
+        (OnKillReExported, r"OnKillReExported.on_kill is StockWithOnKill.on_kill re-exported"),
+    ],
+)
+def test_kit_refuses_a_re_exported_stock_method(tagged: ToyDriver, operator: type, expected: str) -> None:
+    """``execute = Stock.execute`` in the resumable class is refused before anything runs."""
+    with pytest.raises(AssertionError, match=expected):
+        _toy_kit(operator).test_fresh_submit(tagged)
+    assert tagged.submitted_ids() == []
+
+
+def test_kit_names_a_wrapper_that_calls_the_stock_execute(tagged: ToyDriver) -> None:
+    """The stock execute, called from a wrapper, ends the try at once and is named with its caller."""
+    with pytest.raises(
+        AssertionError, match=r"called the stock StockLikeOperator.execute \(from ExecuteCallsStock.execute\)"
+    ):
+        _toy_kit(ExecuteCallsStock).test_fresh_submit(tagged)
+    assert tagged.submitted_ids() == []
+
+
+def test_kit_names_an_on_kill_that_calls_the_stock_one(tagged: ToyDriver) -> None:
+    """A worker's SIGTERM reaches the stock on_kill through a wrapper: named, not a cancelled job."""
+    with pytest.raises(
+        AssertionError, match=r"called the stock StockWithOnKill.on_kill \(from OnKillCallsStock"
+    ):
+        _toy_kit(OnKillCallsStock).test_worker_shutdown_is_a_checkpoint(tagged)
+
+
+def test_kit_names_a_stock_waiter_kept(tagged: ToyDriver) -> None:
+    """A botocore waiter inside poll_until_complete is named, with the waiter, at its first wait."""
+    with pytest.raises(
+        AssertionError, match=r"waited with the botocore waiter 'JobComplete' inside poll_until"
+    ):
+        _toy_kit(StockWaiterKept).test_fresh_submit(tagged)
+
+
+def test_kit_ends_a_try_that_never_reaches_submit(tagged: ToyDriver) -> None:
+    """The stall watch starts at execute: a try stuck before any job ends after stall_timeout."""
+    with pytest.raises(AssertionError, match=r"entered execute and reached neither submit_job nor a status"):
+        _toy_kit(HangsBeforeSubmit, stall_timeout=1.0).test_fresh_submit(tagged)
+    assert tagged.submitted_ids() == []
+
+
+def test_kit_tells_an_operator_that_reads_wrong(tagged: ToyDriver) -> None:
+    """The fake shows the job ended; the operator reads otherwise: the kit blames the operator."""
+    with pytest.raises(
+        AssertionError, match=r"the operator reads it wrong, not the fake: the fake shows 'SUCCEEDED', but"
+    ):
+        _toy_kit(ReadsTheWrongField).test_fresh_submit(tagged)
+
+
+def test_kit_tells_a_fake_that_answers_wrong() -> None:
+    """The operator reads what the fake shows, and the fake never ended the job: the kit blames the fake."""
+    stuck = NeverEnds(toy_service(f"stuck-{uuid.uuid4().hex[:6]}", deduplicates=False))
+    with pytest.raises(
+        AssertionError, match=r"the fake answers wrong, not the operator: the fake itself shows"
+    ):
+        _toy_kit(ToyTaggedJobOperator).test_fresh_submit(stuck)
+
+
+def test_kit_compares_the_result_with_the_stock_one(tagged: ToyDriver) -> None:
+    """A result other than the stock one (an output location for the id) fails on the fresh path."""
+    with pytest.raises(
+        AssertionError,
+        match=r"fresh path: ReturnsTheOutputLocation leaves other XComs .* 'return_value' is 's3://",
+    ):
+        _declared_kit(ReturnsTheOutputLocation).test_fresh_submit(tagged)
+
+
+def test_kit_requires_the_stock_xcoms_declared(tagged: ToyDriver) -> None:
+    """Without a declaration the kit cannot compare: it says what to declare."""
+    with pytest.raises(AssertionError, match=r"does not declare stock_xcoms\(cloud, external_id\)"):
+        _toy_kit(ToyTaggedJobOperator).test_stock_xcoms_are_declared(tagged)
+    _declared_kit(ToyTaggedJobOperator).test_stock_xcoms_are_declared(tagged)
+
+
+def test_kit_names_a_required_hook_left_out(tagged: ToyDriver) -> None:
+    """A NotImplementedError from a hook is the reported cause, not "'failed' == 'success'"."""
+    with pytest.raises(
+        AssertionError,
+        match=r"LeavesAdoptOut leaves a required hook out: LeavesAdoptOut must implement adopt_job",
+    ):
+        _toy_kit(LeavesAdoptOut).test_fresh_submit(tagged)
+
+
+def test_kit_skips_adoption_when_the_stock_stores_no_id(tagged: ToyDriver) -> None:
+    """A stock operator that stores no id has nothing to adopt: skipped with the reason, not passed."""
+    with pytest.raises(
+        pytest.skip.Exception, match=r"stores no job id .*'A stock operator that stores no id'"
+    ):
+        _toy_kit(ToyTaggedJobOperator).test_adopts_stock_operator_id(tagged)
+    assert tagged.submitted_ids() == []
+
+
+def test_kit_proves_the_canceller_from_a_fresh_process(tagged: ToyDriver) -> None:
+    """A canceller registered in the test process only is not the custodian's: the kit says so."""
+    from airflow_resumable.custodian import register_canceller
+
+    register_canceller("toy_job_in_process_only", "airflow_resumable.testing.toy:cancel_toy_job_by_recipe")
+    with pytest.raises(
+        AssertionError, match=r"'toy_job_in_process_only' is registered only in this test process"
+    ):
+        _toy_kit(CancellerOnlyInProcess).test_custodian_cancels_with_the_ledgers_recipe(tagged)

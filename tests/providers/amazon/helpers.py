@@ -144,6 +144,15 @@ class XComParity:
     #: XCom keys the stock operator pushes for this job (links and return value).
     expected_xcom_keys: frozenset[str] = frozenset()
 
+    def stock_xcoms(self, cloud: Any, external_id: JsonValue) -> dict[str, Any]:
+        """The kit's declaration: the job id as return value, and every stock key (links: any URL)."""
+        from unittest import mock
+
+        declared: dict[str, Any] = {key: mock.ANY for key in self.expected_xcom_keys}
+        if "return_value" in declared:
+            declared["return_value"] = external_id
+        return declared
+
     if TYPE_CHECKING:
 
         def _run(self, cloud: Any, probe: ScenarioProbe, **overrides: Any) -> DagRunOutcome: ...

@@ -123,6 +123,8 @@ class TestResumableEcsRunTaskOperatorContract(XComParity, ResumableOperatorContr
 
     operator_class = ResumableEcsRunTaskOperator
     expected_xcom_keys = frozenset({"ecs_task_arn"})
+    #: How many log lines a failure message quotes: how to report the task, not what it runs.
+    fields_outside_the_spec = ResumableOperatorContract.fields_outside_the_spec | {"number_logs_exception"}
 
     def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:
         return kwargs(cloud.resources, marker=spec_marker)

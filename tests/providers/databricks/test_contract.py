@@ -47,6 +47,11 @@ def _xcoms(outcome: DagRunOutcome) -> dict[str, Any]:
 class XComParity:
     """The stock XComs and the "See Databricks Job Run" link, in a real run, on every path."""
 
+    def stock_xcoms(self, cloud: Any, external_id: JsonValue) -> dict[str, Any]:
+        """The kit's declaration: run_id, run_page_url and its link; the stock execute returns None."""
+        url = cloud.fake.get_run(int(str(external_id)))["run_page_url"]
+        return {"run_id": external_id, "run_page_url": url, "_link_DatabricksJobRunLink": url}
+
     if TYPE_CHECKING:
 
         def _run(self, cloud: Any, probe: ScenarioProbe, **overrides: Any) -> DagRunOutcome: ...
