@@ -150,6 +150,6 @@ class TestGeneratedTables:
         for entry in fidelity_rows():
             by_service.setdefault(entry.service, []).append(entry.behaviour)
         assert {"Databricks Jobs", "AWS Batch", "Step Functions"} <= set(by_service)
-        assert len(by_service) == 10
+        assert len(by_service) == 12
         for service, behaviours in by_service.items():
             assert behaviours == list(BEHAVIOURS), service

@@ -187,7 +187,13 @@ def fidelity_rows() -> list[Fidelity]:
     """Every declared entry, by service, then in the order of :data:`BEHAVIOURS`."""
     import importlib
 
-    for module in ("airflow_resumable.testing._aws_jobs", "airflow_resumable.testing.databricks"):
+    for module in (
+        "airflow_resumable.testing._aws_jobs",
+        "airflow_resumable.testing.databricks",
+        # Registered as a maintainer's kinds are (register_job_kind at import), not in _aws_jobs.
+        "airflow_resumable.testing._aws_jobs_athena",
+        "airflow_resumable.testing._aws_jobs_redshift_data",
+    ):
         importlib.import_module(module)  # the fakes declare their entries at import
 
     return sorted(_FIDELITY.values(), key=lambda f: (f.service, BEHAVIOURS.index(f.behaviour)))
