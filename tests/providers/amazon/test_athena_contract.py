@@ -179,6 +179,15 @@ class TestInvalidSpec:
 
 
 class TestCancel:
+    @pytest.mark.parametrize("conn_id", [None, "", "no_such_connection"])
+    def test_recipe_without_a_usable_connection_is_refused(self, conn_id: str | None) -> None:
+        """No connection, or one that does not exist: refused, never the component's own credentials."""
+        from airflow_resumable.exceptions import RecipeRefusedError
+        from airflow_resumable.providers.amazon.athena import cancel_athena_query_by_recipe
+
+        with pytest.raises(RecipeRefusedError, match=r"aws_conn_id|no_such_connection"):
+            cancel_athena_query_by_recipe("q-1", aws_conn_id=conn_id)
+
     def test_recipe_stops_the_query(self, cloud: AthenaDriver) -> None:
         """The custodian's canceller stops an active query through the recipe's connection."""
         from airflow_resumable.providers.amazon.athena import cancel_athena_query_by_recipe

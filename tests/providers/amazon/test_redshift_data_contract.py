@@ -211,6 +211,15 @@ class TestInvalidSpec:
 
 
 class TestCancel:
+    @pytest.mark.parametrize("conn_id", [None, "", "no_such_connection"])
+    def test_recipe_without_a_usable_connection_is_refused(self, conn_id: str | None) -> None:
+        """No connection, or one that does not exist: refused, never the component's own credentials."""
+        from airflow_resumable.exceptions import RecipeRefusedError
+        from airflow_resumable.providers.amazon.redshift_data import cancel_redshift_statement_by_recipe
+
+        with pytest.raises(RecipeRefusedError, match=r"aws_conn_id|no_such_connection"):
+            cancel_redshift_statement_by_recipe("s-1", aws_conn_id=conn_id)
+
     def test_recipe_cancels_the_statement(self, cloud: RedshiftDataDriver) -> None:
         """The custodian's canceller cancels an active statement through the recipe's connection."""
         statement_id = cloud.execute()
