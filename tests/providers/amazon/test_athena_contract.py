@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from unittest import mock
 
 import pytest
@@ -89,6 +89,11 @@ class TestResumableAthenaOperatorContract(XComParity, ResumableOperatorContract)
 
     operator_class = ResumableAthenaOperator
     expected_xcom_keys = ATHENA_XCOMS
+    deferrable_kwargs: ClassVar[dict[str, Any] | None] = {
+        "deferrable": True,
+        "sleep_time": 0.05,
+        "max_polling_attempts": 1000,
+    }
 
     def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:
         return kwargs(spec_marker)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from unittest import mock
 
 import pytest
@@ -91,6 +91,7 @@ class TestResumableRedshiftDataOperatorContract(ResumableOperatorContract):
     """The resumable contract; the spec marker is part of the templated SQL."""
 
     operator_class = ResumableRedshiftDataOperator
+    deferrable_kwargs: ClassVar[dict[str, Any] | None] = {"deferrable": True, "poll_interval": 0.05}
 
     def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:
         return kwargs(spec_marker)
