@@ -139,6 +139,11 @@ class ResumableOperatorContract(StockParityContract, ProofContract, Interruption
         }
     )
 
+    #: Arguments that make the operator defer, with a fast trigger (``{"deferrable": True,
+    #: "waiter_delay": 0.05, "waiter_max_attempts": 1000}``). None: the deferrable path is not
+    #: checked, and ``test_deferrable_path`` is skipped saying so.
+    deferrable_kwargs: ClassVar[dict[str, Any] | None] = None
+
     def operator_kwargs(self, cloud: CloudDriver, spec_marker: str) -> dict[str, Any]:
         """
         The operator's own arguments. ``spec_marker`` must land in a templated field that is part
@@ -180,8 +185,9 @@ class ResumableOperatorContract(StockParityContract, ProofContract, Interruption
         }
         os.environ[f"AIRFLOW_VAR_{SPEC_VARIABLE}"] = spec_value
         with DAG(dag_id, schedule=None) as dag:
-            if map_markers is None:
-                self.operator_class(task_id="job", **common, **self.operator_kwargs(cloud, SPEC_TEMPLATE))
+            if map_markers is None:  # a scenario's overrides win over the operator's own arguments
+                arguments = {**self.operator_kwargs(cloud, SPEC_TEMPLATE), **overrides}
+                self.operator_class(task_id="job", **{**common, **arguments})
             else:
                 per_index = [self.operator_kwargs(cloud, marker) for marker in map_markers]
                 shared = {k: v for k, v in per_index[0].items() if all(p.get(k) == v for p in per_index)}
@@ -287,6 +293,36 @@ class ResumableOperatorContract(StockParityContract, ProofContract, Interruption
         tokens.append(record["token"])
         assert record["generation"] == 2
         assert record["external_id"] == submitted[1]
+
+    def test_deferrable_path(self, cloud: CloudDriver) -> None:
+        """
+        Deferred, the job ends while the trigger waits: the task resumes through the engine, one
+        job, the record completed, and the stock XComs (see ``stock_xcoms``).
+        """
+        if self.deferrable_kwargs is None:
+            pytest.skip(
+                f"{type(self).__name__} declares no deferrable_kwargs: the deferrable path of "
+                f"{self.operator_class.__name__} is not checked"
+            )
+        deferrals: list[str] = []
+        original_defer = self.operator_class.defer
+        probe = ScenarioProbe(cloud, lambda *_: None)  # the job ends once the task defers
+
+        def defer(op: Any, **kwargs: Any) -> Any:
+            deferrals.append(type(kwargs.get("trigger")).__name__)
+            for external_id in [i for ids in probe.submitted.values() for i in ids]:
+                probe.cloud.finish(external_id, succeeded=True)  # the trigger's first check sees it
+            return original_defer(op, **kwargs)
+
+        with mock.patch.object(self.operator_class, "defer", defer):
+            outcome = self._run(cloud, probe, **self.deferrable_kwargs)
+        assert deferrals != [], f"{self.operator_class.__name__} never deferred with {self.deferrable_kwargs}"
+        assert outcome.task("job").state == "success", (deferrals, dict(probe.submitted))
+        assert len(cloud.submitted_ids()) == 1
+        record = self._record(outcome)
+        assert record["phase"] == "completed"
+        assert record["external_id"] == cloud.submitted_ids()[0]
+        self._check_stock_xcoms(outcome, cloud, cloud.submitted_ids()[0], "deferrable")
 
     def test_crash_between_submit_and_persist(self, cloud: CloudDriver) -> None:
         """A crash after the service accepted the job but before its id was stored causes no duplicate."""

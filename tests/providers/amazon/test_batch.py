@@ -71,6 +71,7 @@ class TestResumableBatchOperatorContract(XComParity, ResumableOperatorContract):
     """The resumable contract; the spec marker is the templated job name."""
 
     operator_class = ResumableBatchOperator
+    deferrable_kwargs = {"deferrable": True, "poll_interval": 0.05, "max_retries": 1000}
     expected_xcom_keys = frozenset(
         {
             "return_value",

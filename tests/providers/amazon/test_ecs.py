@@ -122,6 +122,7 @@ class TestResumableEcsRunTaskOperatorContract(XComParity, ResumableOperatorContr
     """The resumable contract; the spec marker is the templated container command."""
 
     operator_class = ResumableEcsRunTaskOperator
+    deferrable_kwargs = {"deferrable": True, "waiter_delay": 0.05, "waiter_max_attempts": 1000}
     expected_xcom_keys = frozenset({"ecs_task_arn"})
     #: How many log lines a failure message quotes: how to report the task, not what it runs.
     fields_outside_the_spec = ResumableOperatorContract.fields_outside_the_spec | {"number_logs_exception"}

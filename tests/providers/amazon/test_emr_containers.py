@@ -75,6 +75,7 @@ class TestResumableEmrContainerOperatorContract(XComParity, ResumableOperatorCon
     """The resumable contract; the spec marker is the templated run name."""
 
     operator_class = ResumableEmrContainerOperator
+    deferrable_kwargs = {"deferrable": True, "poll_interval": 0.05, "max_polling_attempts": 1000}
     expected_xcom_keys = frozenset({"return_value"})
 
     def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class TestResumableEmrServerlessStartJobOperatorContract(XComParity, ResumableOp
     """The resumable contract; the spec marker is the templated run name."""
 
     operator_class = ResumableEmrServerlessStartJobOperator
+    deferrable_kwargs = {"deferrable": True, "waiter_delay": 0.05, "waiter_max_attempts": 1000}
     expected_xcom_keys = frozenset(
         {
             "return_value",

@@ -82,6 +82,7 @@ class TestResumableEmrAddStepsOperatorContract(XComParity, ResumableOperatorCont
     """The resumable contract; the spec marker is in the templated step names."""
 
     operator_class = ResumableEmrAddStepsOperator
+    deferrable_kwargs = {"deferrable": True, "waiter_delay": 0.05, "waiter_max_attempts": 1000}
     expected_xcom_keys = frozenset(
         {
             "return_value",

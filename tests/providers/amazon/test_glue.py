@@ -114,6 +114,7 @@ class TestResumableGlueJobOperatorContract(XComParity, ResumableOperatorContract
     """The resumable contract; the spec marker is a templated run argument."""
 
     operator_class = ResumableGlueJobOperator
+    deferrable_kwargs = {"deferrable": True, "waiter_delay": 0.05, "waiter_max_attempts": 1000}
     expected_xcom_keys = GLUE_XCOMS
 
     def operator_kwargs(self, cloud: Any, spec_marker: str) -> dict[str, Any]:

@@ -210,6 +210,7 @@ class _SageMakerContract(XComParity, ResumableOperatorContract):
 
     case: Kind
     expected_xcom_keys = frozenset({"return_value"})
+    deferrable_kwargs = {"deferrable": True, "check_interval": 0.05, "max_attempts": 1000}
 
     @pytest.fixture
     def cloud(self, moto: MotoServer) -> SageMakerDriver:

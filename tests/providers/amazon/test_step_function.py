@@ -119,6 +119,7 @@ class TestResumableStepFunctionStartExecutionOperatorContract(XComParity, Resuma
     """The resumable contract; the spec marker is in the templated input."""
 
     operator_class = Operator
+    deferrable_kwargs = {"deferrable": True, "waiter_delay": 0.05, "waiter_max_attempts": 1000}
     expected_xcom_keys = frozenset(
         {
             "return_value",

@@ -47,10 +47,18 @@ def _xcoms(outcome: DagRunOutcome) -> dict[str, Any]:
 class XComParity:
     """The stock XComs and the "See Databricks Job Run" link, in a real run, on every path."""
 
-    def stock_xcoms(self, cloud: Any, external_id: JsonValue) -> dict[str, Any]:
-        """The kit's declaration: run_id, run_page_url and its link; the stock execute returns None."""
-        url = cloud.fake.get_run(int(str(external_id)))["run_page_url"]
-        return {"run_id": external_id, "run_page_url": url, "_link_DatabricksJobRunLink": url}
+    #: The hook's tenacity arguments cannot reach a trigger (as in stock): the trigger's own retries.
+    deferrable_kwargs = {"deferrable": True, "databricks_retry_args": None, "polling_period_seconds": 0.05}
+
+    def stock_xcoms(self, cloud: Any, external_id: JsonValue, deferred: bool = False) -> dict[str, Any]:
+        """
+        The kit's declaration: run_id, run_page_url and its link (the stock execute returns None);
+        deferred, the stock operator pushes the run's job_id too.
+        """
+        run = cloud.fake.get_run(int(str(external_id)))
+        url = run["run_page_url"]
+        pushed = {"run_id": external_id, "run_page_url": url, "_link_DatabricksJobRunLink": url}
+        return {**pushed, "job_id": run["job_id"]} if deferred else pushed
 
     if TYPE_CHECKING:
 
