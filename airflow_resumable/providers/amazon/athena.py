@@ -13,6 +13,7 @@ Written only through the public maintainer surface (``docs/maintainers.md``), as
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.amazon.aws.links.athena import AthenaQueryResultsLink
@@ -309,9 +310,9 @@ def custodian_client(service: str, aws_conn_id: object, region_name: object, *, 
             f"The custodian's canceller {canceller!r} found no Airflow connection {aws_conn_id!r}: it "
             "would run with this component's own credentials. Stop this job by hand."
         )
-    timeout = min(
-        max(conf.getfloat("resumable", "custodian_call_timeout_seconds", fallback=30.0), 1.0), 300.0
-    )
+    timeout = conf.getfloat("resumable", "custodian_call_timeout_seconds", fallback=30.0)
+    # The option's documented range (1 to 600 s); not finite: the maximum.
+    timeout = min(max(timeout, 1.0), 600.0) if math.isfinite(timeout) else 600.0
     share = timeout / _CUSTODIAN_ATTEMPTS
     connect = min(max(share / 3, 1.0), 10.0)
     deadline = Config(

@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow_resumable.exceptions import InvalidJobSpecError, JobFailedError, JobNotFoundError
 from airflow_resumable.providers.amazon.athena import ResumableAthenaOperator, ResumableAthenaTrigger
 from airflow_resumable.record import RECORD_KEY
-from airflow_resumable.testing.aws import MotoJobDriver, aws_client
+from airflow_resumable.testing.aws import MotoJobDriver, aws_client, aws_connection_env
 from airflow_resumable.testing.contract import ResumableOperatorContract, ScenarioProbe
 from airflow_resumable.testing.state import FakeTaskInstance, InMemoryJobLedger, InMemoryTaskStateStore
 from tests.providers.amazon.helpers import (
@@ -192,6 +192,17 @@ class TestCancel:
 
         with pytest.raises(RecipeRefusedError, match=r"aws_conn_id|no_such_connection"):
             cancel_athena_query_by_recipe("q-1", aws_conn_id=conn_id)
+
+    def test_canceller_client_has_the_custodian_deadline(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Each custodian call is bounded by custodian_call_timeout_seconds (12 s: 2 s + 4 s, 2 attempts)."""
+        from airflow_resumable.providers.amazon.athena import custodian_client
+
+        monkeypatch.setenv("AIRFLOW__RESUMABLE__CUSTODIAN_CALL_TIMEOUT_SECONDS", "12")
+        for key, value in aws_connection_env("http://127.0.0.1:9", "aws_custodian").items():
+            monkeypatch.setenv(key, value)
+        client = custodian_client("athena", "aws_custodian", None, canceller="aws_athena_query")
+        assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (2.0, 4.0)
+        assert client.meta.config.retries == {"total_max_attempts": 2, "mode": "standard"}
 
     def test_recipe_stops_the_query(self, cloud: AthenaDriver) -> None:
         """The custodian's canceller stops an active query through the recipe's connection."""
