@@ -19,6 +19,7 @@ Nothing here decides about resuming; that stays in the mixin.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast
@@ -191,6 +192,19 @@ def require_mapping(
     return value
 
 
+#: AwsJobMixin's hooks under their 0.4 private names (0.5.0 made them public).
+_RENAMED_HOOKS = {
+    "_spec": "job_request",
+    "_prepare": "prepare_try",
+    "_adopt": "adopt_job",
+    "_trigger": "job_trigger",
+    "_defer_timeout": "defer_timeout",
+    "_event_external_id": "event_external_id",
+    "_resume": "resume_after_trigger",
+    "_on_job_failed": "on_job_failed",
+}
+
+
 def _missing_hook(operator: object, hook: str, what: str) -> NotImplementedError:
     """The error for a hook a resumable AWS operator must write and did not."""
     return NotImplementedError(
@@ -223,6 +237,19 @@ class AwsJobMixin(ResumableJobMixin):
     deferral_always_waits: ClassVar[bool] = True
     #: Set by ``execute_complete`` when the trigger ended with an error while the job was active.
     _trigger_error: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Map a hook written under its 0.4 private name to the public one, with a warning."""
+        super().__init_subclass__(**kwargs)
+        for old, new in _RENAMED_HOOKS.items():
+            if old in vars(cls) and new not in vars(cls):
+                warnings.warn(
+                    f"{cls.__qualname__}.{old} is called {new} since airflow-resumable 0.5.0; "
+                    f"rename it (the old name stops working in 1.0)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                setattr(cls, new, vars(cls)[old])
 
     if TYPE_CHECKING:  # set by the stock operators
         task_id: str

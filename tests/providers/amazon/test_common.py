@@ -131,3 +131,47 @@ class TestArgumentChecks:
             require_mapping({}, "job_driver", "X", optional=False)
         with pytest.raises(InvalidJobSpecError, match="got a list"):
             require_mapping([], "tags", "X")
+
+
+class TestPublicHooks:
+    """AwsJobMixin's hooks a maintainer writes: public names, and each says so when left out."""
+
+    @pytest.mark.parametrize(
+        ("call", "named"),
+        [
+            (lambda op: op.job_request(), r"job_request\(\): return the validated, rendered request"),
+            (lambda op: op.adopt_job("j-1", {}), r"adopt_job\(external_id, context\)"),
+            (lambda op: op.job_trigger("j-1", {}), r"job_trigger\(external_id, resumable\)"),
+            (lambda op: op.event_external_id({}), r"event_external_id\(event\)"),
+        ],
+    )
+    def test_a_required_hook_left_out_names_itself(self, call: Any, named: str) -> None:
+        """The NotImplementedError names the class, the hook and where the hooks are described."""
+        from airflow_resumable.providers.amazon.common import AwsJobMixin
+
+        class Unfinished:  # the hooks as a subclass that left them out has them
+            job_request = AwsJobMixin.job_request
+            adopt_job = AwsJobMixin.adopt_job
+            job_trigger = AwsJobMixin.job_trigger
+            event_external_id = AwsJobMixin.event_external_id
+
+        with pytest.raises(
+            NotImplementedError, match=rf"Unfinished must implement {named}.*docs/maintainers.md"
+        ):
+            call(Unfinished())
+
+    def test_a_hook_under_its_private_04_name_still_works_with_a_warning(self) -> None:
+        """``_adopt`` written for 0.4 is the ``adopt_job`` hook, with a DeprecationWarning naming both."""
+        from airflow_resumable.providers.amazon.common import AwsJobMixin
+
+        adopted: list[Any] = []
+        with pytest.warns(
+            DeprecationWarning, match=r"Written04._adopt is called adopt_job since airflow-resumable 0.5.0"
+        ):
+
+            class Written04(AwsJobMixin):
+                def _adopt(self, external_id: Any, context: Any) -> None:
+                    adopted.append(external_id)
+
+        Written04.adopt_job(None, "j-1", {})  # type: ignore[arg-type]
+        assert adopted == ["j-1"]
