@@ -512,28 +512,28 @@ class TestJobKindRegistry:
 
         monkeypatch.setattr(_aws_jobs, "KINDS", dict(_aws_jobs.KINDS))
 
-        class AthenaQueries(_aws_jobs.JobKind):
-            name = service = "athena"
-            submit_operation = "StartQueryExecution"
-            read_operations = frozenset({"GetQueryExecution"})
-            cancel_operations = frozenset({"StopQueryExecution"})
+        class MediaConvertJobs(_aws_jobs.JobKind):
+            name = service = "mediaconvert"
+            submit_operation = "CreateJob"
+            read_operations = frozenset({"GetJob"})
+            cancel_operations = frozenset({"CancelJob"})
 
-        register_job_kind(AthenaQueries())
-        found = _aws_jobs.kind_for("athena", "GetQueryExecution")
-        assert found is not None and found.kind_name == "athena"
-        register_job_kind(AthenaQueries())  # a conftest imported twice: replaced, not refused
-        assert _aws_jobs.kind_for("athena", "GetQueryExecution") is not found
+        register_job_kind(MediaConvertJobs())
+        found = _aws_jobs.kind_for("mediaconvert", "GetJob")
+        assert found is not None and found.kind_name == "mediaconvert"
+        register_job_kind(MediaConvertJobs())  # a conftest imported twice: replaced, not refused
+        assert _aws_jobs.kind_for("mediaconvert", "GetJob") is not found
 
         class Impostor(_aws_jobs.JobKind):
-            name = service = "athena"
-            submit_operation = "StartQueryExecution"
-            read_operations = frozenset({"GetQueryExecution"})
-            cancel_operations = frozenset({"StopQueryExecution"})
+            name = service = "mediaconvert"
+            submit_operation = "CreateJob"
+            read_operations = frozenset({"GetJob"})
+            cancel_operations = frozenset({"CancelJob"})
 
-        with pytest.raises(ValueError, match=r"already registered \(.*AthenaQueries, not .*Impostor\)"):
+        with pytest.raises(ValueError, match=r"already registered \(.*MediaConvertJobs, not .*Impostor\)"):
             register_job_kind(Impostor())
 
-        class Overlapping(AthenaQueries):
+        class Overlapping(MediaConvertJobs):
             name = "athena-2"
 
         with pytest.raises(ValueError, match="already belong"):
