@@ -55,7 +55,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_resumable._cancel_lanes import CancelLanes, CancelOutcome, LaneSaturatedError, LanesClosedError
-from airflow_resumable._custodian_policy import CustodianLimits, next_attempt_delay, should_give_up
+from airflow_resumable._custodian_policy import (
+    CustodianLimits,
+    next_attempt_delay,
+    require_connection,
+    should_give_up,
+)
 from airflow_resumable._custody import StopMeaning, stop_meaning
 from airflow_resumable._retention import expires_at_for
 from airflow_resumable.exceptions import RecipeRefusedError
@@ -93,6 +98,7 @@ __all__ = [
     "SweepReport",
     "plan",
     "register_canceller",
+    "require_connection",
     "run_canceller",
     "sweep",
 ]

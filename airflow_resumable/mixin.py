@@ -678,6 +678,20 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         return ledger if ledger is not None else VariableLedger()
 
     # ------------------------------------------------------------------------------ plumbing
+    def cloud_call(self, fn: Callable[..., Any], *args: Any, what: str, **kwargs: Any) -> Any:
+        """
+        ``fn(*args, **kwargs)`` as a cloud call outside the mixin's own hooks (a describe behind a
+        link, the results behind ``get_job_result``): transient errors retried by ``cloud_retry``,
+        throttling waited out for ``throttle_patience``, and, when ``args[0]`` is the current
+        record's job, a :class:`JobNotFoundError` while that job is younger than its
+        ``visibility_window`` asked again. The mixin's own calls go through the same path.
+
+        :param what: the call's name in logs and metrics (``"get_statement_result"``).
+
+        .. versionadded:: 0.5.0
+        """
+        return self._cloud(fn, *args, what=what, **kwargs)
+
     def _cloud(self, fn: Callable[..., Any], *args: Any, what: str, born: Any = ..., **kwargs: Any) -> Any:
         """
         ``fn(*args, **kwargs)`` as a cloud call: transient errors retried by ``cloud_retry``,

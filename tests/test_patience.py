@@ -179,6 +179,19 @@ class TestThrottling:
         operator(svc).execute(make_context(store))
         assert len(svc.submissions) == 1
 
+    def test_cloud_call_waits_out_throttling_for_a_providers_own_call(self) -> None:
+        """``cloud_call`` (public, 0.5.0): a read behind a result, throttled past cloud_retry's attempts."""
+        answers: list[Any] = [ThrottledError("slow down")] * 6 + ["rows"]
+
+        def read_rows(statement_id: str) -> str:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return f"{answer} of {statement_id}"
+
+        assert operator(service()).cloud_call(read_rows, "s-1", what="read_rows") == "rows of s-1"
+        assert answers == []
+
     def test_patience_runs_out(self) -> None:
         svc, store = service(), InMemoryTaskStateStore()
         svc.throttle_next("status", times=10**6)

@@ -616,6 +616,7 @@ def _check_canceller_registered_for_the_custodian(name: str) -> None:
         raise AssertionError(
             f"the canceller {name!r} is registered only in this test process: the custodian runs in "
             f"the scheduler and the API server, which never import your operator module; register it "
-            f"through the entry point group {CANCELLER_ENTRY_POINT_GROUP!r} in your package metadata"
+            f"through the entry point group {CANCELLER_ENTRY_POINT_GROUP!r} in your package metadata, "
+            f"then install the package again (pip install -e .)"
         )
     raise AssertionError(f"the canceller {name!r} cannot be loaded in a fresh process: {why}")

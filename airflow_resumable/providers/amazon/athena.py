@@ -13,16 +13,20 @@ Written only through the public maintainer surface (``docs/maintainers.md``), as
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.amazon.aws.links.athena import AthenaQueryResultsLink
 from airflow.providers.amazon.aws.operators.athena import AthenaOperator
 from airflow.providers.amazon.aws.triggers.athena import AthenaTrigger
-from botocore.config import Config
 
-from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, RecipeRefusedError
-from airflow_resumable.providers.amazon.common import AwsJobMixin, error_code, require_mapping, require_text
+from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError
+from airflow_resumable.providers.amazon.common import (
+    AwsJobMixin,
+    custodian_client,
+    error_code,
+    require_mapping,
+    require_text,
+)
 from airflow_resumable.triggers import ResumableTriggerMixin
 
 if TYPE_CHECKING:
@@ -44,7 +48,6 @@ TERMINAL_STATES = frozenset(("SUCCEEDED", "FAILED", "CANCELLED"))
 _NOT_FOUND = "InvalidRequestException"
 _SERVICE = "Amazon Athena"
 #: Attempts of one custodian call, the first included.
-_CUSTODIAN_ATTEMPTS = 2
 
 
 class ResumableAthenaOperator(AwsJobMixin, AthenaOperator):
@@ -277,53 +280,6 @@ class ResumableAthenaTrigger(ResumableTriggerMixin, AthenaTrigger):
         async with await hook.get_async_conn() as client:
             await client.stop_query_execution(QueryExecutionId=query_execution_id)
         self.log.info("Amazon Athena query execution %s stopped.", query_execution_id)
-
-
-def custodian_client(service: str, aws_conn_id: object, region_name: object, *, canceller: str) -> Any:
-    """
-    A boto3 client for a custodian canceller: the recipe's connection (never ambient
-    credentials), each call bounded by ``[resumable] custodian_call_timeout_seconds``.
-
-    Not exported: a stand-in, written from the public surface, for the package's private
-    ``cancel_client`` (a maintainer's canceller needs the same; see ``docs/maintainers.md``,
-    "Dogfood").
-
-    :raises RecipeRefusedError: no connection id, no such connection, or a region that is no string.
-    """
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-    from airflow.sdk.configuration import conf
-
-    if not isinstance(aws_conn_id, str) or not aws_conn_id.strip():
-        raise RecipeRefusedError(
-            f"The custodian's canceller {canceller!r} refuses a recipe whose aws_conn_id is "
-            f"{aws_conn_id!r}: it would run with this component's own credentials. Give the operator "
-            "an Airflow connection (aws_conn_id=...) and stop this job by hand."
-        )
-    if region_name is not None and not isinstance(region_name, str):
-        raise RecipeRefusedError(
-            f"The custodian's canceller {canceller!r} refuses region_name={region_name!r}"
-        )
-    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type=service, region_name=region_name)
-    wrapper = hook.conn_config
-    if wrapper.conn_id != aws_conn_id:  # the hook takes a connection it cannot find for none at all
-        raise RecipeRefusedError(
-            f"The custodian's canceller {canceller!r} found no Airflow connection {aws_conn_id!r}: it "
-            "would run with this component's own credentials. Stop this job by hand."
-        )
-    timeout = conf.getfloat("resumable", "custodian_call_timeout_seconds", fallback=30.0)
-    # The option's documented range (1 to 600 s); not finite: the maximum.
-    timeout = min(max(timeout, 1.0), 600.0) if math.isfinite(timeout) else 600.0
-    share = timeout / _CUSTODIAN_ATTEMPTS
-    connect = min(max(share / 3, 1.0), 10.0)
-    deadline = Config(
-        connect_timeout=connect,
-        read_timeout=max(share - connect, 1.0),
-        retries={"total_max_attempts": _CUSTODIAN_ATTEMPTS, "mode": "standard"},
-    )
-    wrapper.botocore_config = (
-        deadline if wrapper.botocore_config is None else wrapper.botocore_config.merge(deadline)
-    )
-    return hook.conn
 
 
 def cancel_athena_query_by_recipe(

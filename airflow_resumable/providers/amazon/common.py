@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_RETRY_CONFIG",
     "AwsJobMixin",
+    "custodian_client",
     "error_code",
     "find_in_pages",
     "is_throttling_aws_error",
@@ -83,6 +84,25 @@ REFUSED_CODES = THROTTLING_CODES - {"RequestTimeout", "RequestTimeoutException"}
 #: re-sent by botocore; the mixin retries instead, after asking ``find_job``. (``max_attempts`` in
 #: botocore counts *retries*, so ``max_attempts=1`` would still re-send once.)
 NO_RETRY_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
+
+
+def custodian_client(service: str, aws_conn_id: object, region_name: object, *, canceller: str) -> Any:
+    """
+    The boto3 client a custodian canceller uses: the recipe's Airflow connection (never this
+    component's ambient credentials), each call bounded by ``[resumable]
+    custodian_call_timeout_seconds``.
+
+    :param service: the boto3 service name (``athena``, ``glue``, ...).
+    :param aws_conn_id: the recipe's connection id, as the recipe holds it (checked here).
+    :param region_name: the recipe's region (None: the connection's).
+    :param canceller: the canceller's registered name, for messages.
+    :raises RecipeRefusedError: no connection id, no such connection, or a region that is no string.
+
+    .. versionadded:: 0.5.0
+    """
+    from airflow_resumable.providers.amazon._cancel import cancel_client
+
+    return cancel_client(service, aws_conn_id, region_name, canceller=canceller)
 
 
 def error_code(error: BaseException) -> str:

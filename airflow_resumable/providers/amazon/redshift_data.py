@@ -22,8 +22,7 @@ from airflow.providers.amazon.aws.triggers.redshift_data import RedshiftDataTrig
 from airflow.providers.common.sql.hooks.lineage import send_sql_hook_lineage
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
-from airflow_resumable.providers.amazon.athena import custodian_client
-from airflow_resumable.providers.amazon.common import AwsJobMixin, error_code, require_text
+from airflow_resumable.providers.amazon.common import AwsJobMixin, custodian_client, error_code, require_text
 from airflow_resumable.triggers import ResumableTriggerMixin
 
 if TYPE_CHECKING:
@@ -255,7 +254,8 @@ class ResumableRedshiftDataOperator(AwsJobMixin, RedshiftDataOperator):
         ids = [str(sub["Id"]) for sub in subs] if subs else [str(external_id)]
         if not self.return_sql_result:
             return ids
-        return [self.hook.conn.get_statement_result(Id=statement_id) for statement_id in ids]
+        read = self.hook.conn.get_statement_result
+        return [self.cloud_call(read, what="get_statement_result", Id=statement_id) for statement_id in ids]
 
     def cancel_job(self, external_id: JsonValue, context: Context) -> None:
         """``CancelStatement``; a statement that already ended is left as it is."""
