@@ -11,6 +11,7 @@ control API; ``/moto-api/...`` stays moto's.
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import logging
@@ -216,6 +217,14 @@ def serve(state: ControllerState, port: int = 0) -> BaseWSGIServer:
     )
 
 
+#: The package's job kinds written, as a maintainer's are, through the public surface: they register
+#: themselves when imported, and this process imports them before it serves.
+PACKAGE_KIND_MODULES = (
+    "airflow_resumable.testing._aws_jobs_athena",
+    "airflow_resumable.testing._aws_jobs_redshift_data",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Serve moto with the controller until SIGTERM or SIGINT; print ``READY <url>`` once listening.
@@ -230,7 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reads-per-state", type=int, default=1)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--realism", default=None, help="a Realism as JSON, e.g. '{\"visibility_lag\": 2.0}'")
+    parser.add_argument(
+        "--kind-module",
+        action="append",
+        default=[],
+        help="a module that registers job kinds when imported (repeatable)",
+    )
     args = parser.parse_args(argv)
+    for module in (*PACKAGE_KIND_MODULES, *args.kind_module):
+        importlib.import_module(module)  # registers its kinds (register_job_kind)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     configure_moto()
     state = ControllerState(

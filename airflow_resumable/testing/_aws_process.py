@@ -15,6 +15,7 @@ from airflow_resumable.testing._service_process import ServiceProcess
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Sequence
 
     from airflow_resumable.testing.realism import Realism
 
@@ -35,6 +36,9 @@ class MotoProcess(ServiceProcess):
     :param startup_timeout: seconds to wait for ``READY``.
     :param log_path: file for the process's log (stderr); inherited from this process when None.
     :param realism: the controller's realism (``Realism.documented()`` when None).
+    :param kind_modules: modules the process imports before it serves, each registering its job
+        kinds with ``register_job_kind`` (a maintainer's kinds; the package's own are always
+        served). New in 0.5.0.
 
     .. versionadded:: 0.1.0
     """
@@ -51,11 +55,13 @@ class MotoProcess(ServiceProcess):
         startup_timeout: float = 30.0,
         log_path: str | os.PathLike[str] | None = None,
         realism: Realism | None = None,
+        kind_modules: Sequence[str] = (),
     ) -> None:
         args = [f"--lifecycle={lifecycle}", f"--run-duration={run_duration}"]
         args += [f"--final-result={final_result}", f"--reads-per-state={reads_per_state}"]
         if realism is not None:
             args.append(f"--realism={json.dumps(realism.to_dict())}")
+        args += [f"--kind-module={module}" for module in kind_modules]
         super().__init__(
             "airflow_resumable.testing.aws", args, startup_timeout=startup_timeout, log_path=log_path
         )

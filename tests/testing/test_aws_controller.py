@@ -486,6 +486,20 @@ class TestProcessMode:
             proc = process.process
         assert proc is not None and proc.returncode is not None
 
+    def test_process_serves_the_kinds_registered_by_modules(self) -> None:
+        """The package's Athena kind is served in process mode; a --kind-module is imported first."""
+        with MotoProcess() as process:
+            client = aws_client(process.url, "athena")
+            query = client.start_query_execution(
+                QueryString="SELECT 1", ResultConfiguration={"OutputLocation": "s3://results/"}
+            )["QueryExecutionId"]
+            assert [job["job_id"] for job in process.client.jobs("athena")] == [query]
+        with (
+            pytest.raises(Exception, match=r"did not print READY .*\(exit code 1\)"),
+            MotoProcess(kind_modules=["no_such_kinds"], startup_timeout=20.0),
+        ):
+            pass
+
     def test_client_waits_for_readiness(self) -> None:
         """wait_until_ready gives up after its timeout when nothing listens."""
         with pytest.raises(TimeoutError):
