@@ -1,8 +1,9 @@
 """
 What the harness changes around the operators, and nothing else: no test body, no production code.
 
-In every run, :func:`block_network`: the tests run offline (a call that escapes the test's mocks
-fails at once instead of reaching AWS or Databricks).
+In every run, :func:`block_network`: the tests run offline. A call that escapes the test's mocks
+fails at once with :class:`NetworkBlocked`, which neither botocore, requests nor our operators
+count as transient, so nothing retries or sleeps on it.
 
 In the runs with our operators (``ours`` and ``ours-tokenless``), two environment adapters, each
 named in the report:
@@ -63,19 +64,27 @@ class WaitLimit(Exception):
     """Ours waited ``WAIT_LIMIT`` times in one test: the test's mocks never end the job."""
 
 
-class NetworkBlocked(OSError):
+class NetworkBlocked(Exception):
     """A test reached for the network; ``make parity`` runs offline."""
 
 
 def block_network() -> None:
-    """Refuse every connection and name lookup that is not loopback."""
+    """Refuse every HTTP request (botocore, requests) and every non-loopback connection."""
+    import botocore.httpsession
+    import requests.adapters
+
+    def refuse(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NetworkBlocked(f"make parity runs offline: {getattr(request, 'url', request)!r} not sent")
+
+    botocore.httpsession.URLLib3Session.send = refuse  # type: ignore[method-assign]
+    requests.adapters.HTTPAdapter.send = refuse  # type: ignore[method-assign]
     original_connect = socket.socket.connect
     original_getaddrinfo = socket.getaddrinfo
 
     def connect(self: socket.socket, address: Any) -> None:
         host = address[0] if isinstance(address, tuple) else address
         if not _is_local(host):
-            raise NetworkBlocked(f"make parity runs offline: connect to {address!r} refused")
+            raise ConnectionRefusedError(f"make parity runs offline: connect to {address!r} refused")
         original_connect(self, address)
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
