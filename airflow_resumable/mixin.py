@@ -26,6 +26,7 @@ from airflow_resumable._trust import Verdict
 from airflow_resumable.exceptions import (
     JobFailedError,
     JobNotFoundError,
+    ResumableError,
     StateStoreUnavailableError,
     ThrottledError,
     TransientCloudError,
@@ -275,16 +276,39 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         """Extra detail for :class:`JobFailedError` (the service's error message); empty by default."""
         return ""
 
+    def max_status_reads(self) -> tuple[int, str] | None:
+        """
+        The stock operator's bound on its wait, for the poll loop: the number of status reads
+        after which a try gives up on a job that is still active, and the argument that sets it
+        (``(60, "waiter_max_attempts")``). None (the default): no bound, the try waits until the
+        job ends or ``execution_timeout``.
+
+        .. versionadded:: 0.5.0
+        """
+        return None
+
     def poll_until_complete(self, external_id: JsonValue, context: Context) -> None:
         """
         Poll every ``resumable_poll_interval`` seconds until the job leaves its active states.
 
         :raises JobFailedError: the job ended in any state but success.
+        :raises ResumableError: the job is still active after :meth:`max_status_reads` reads, as
+            the stock operator's waiter gives up. The job keeps running; a retry reconnects to it
+            (a try that fails for good cancels it when ``cancel_on_failure`` is on).
         """
+        bound = self.max_status_reads()
+        reads = 0
         while True:
             status = self._cloud(self.get_job_status, external_id, context, what="get_job_status")
+            reads += 1
             if not self.is_job_active(status):
                 break
+            if bound is not None and reads >= bound[0]:
+                raise ResumableError(
+                    f"{self.service_name} job {external_id!r} is still {status} after {reads} status "
+                    f"reads ({bound[1]}={bound[0]}, as in the stock operator). It keeps running; a "
+                    f"retry reconnects to it."
+                )
             self._raise_if_interrupted()
             self._sleep_between_polls(self.resumable_poll_interval)
         self._final_status = status
@@ -347,7 +371,10 @@ class ResumableJobMixin(StopHandlingMixin, CoreResumableJobMixin):
         if store is None:
             if self.durable:
                 self.log.warning("task_state_store not in context; crash recovery is off for this try")
-            identity = TaskIdentity.from_context(context)
+            # Nothing is recorded: the identity only seeds the token. A context without ``ti`` (a
+            # unit test calling ``execute({})``, as the stock operators allow) gets a bare one.
+            ti_less = TaskIdentity(dag_id="", run_id="", task_id=str(getattr(self, "task_id", "")))
+            identity = TaskIdentity.from_context(context) if context.get("ti") is not None else ti_less
             record = JobRecord.new_intent(identity, generation=1, fingerprint=None)
             self._raise_if_interrupted()
             external_id = self._submit(record, context)

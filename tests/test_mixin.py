@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
 from airflow.sdk.execution_time.comms import ErrorResponse
 from tenacity import wait_none
 
-from airflow_resumable.exceptions import JobFailedError, StateStoreUnavailableError
+from airflow_resumable.exceptions import JobFailedError, ResumableError, StateStoreUnavailableError
 from airflow_resumable.record import RECORD_KEY, JobRecord
 from airflow_resumable.retry import RetryPolicy
 from airflow_resumable.testing.state import InMemoryTaskStateStore, make_context
@@ -136,6 +136,19 @@ class TestResults:
             op.execute(make_context())
         assert "Toy job" in str(err.value) and "'FAILED'" in str(err.value)
 
+    def test_status_reads_bounded_as_the_stock_waiter(self) -> None:
+        """max_status_reads ends the wait on a job still active; the job keeps running and is recorded."""
+        svc, store = service(complete_after_polls=None), InMemoryTaskStateStore()
+        op = operator(svc, cancel_on_failure=False)
+        with (
+            mock.patch.object(op, "max_status_reads", return_value=(3, "waiter_max_attempts")),
+            pytest.raises(ResumableError, match=r"after 3 status reads \(waiter_max_attempts=3"),
+        ):
+            op.execute(make_context(store))
+        (job_id,) = svc.submissions
+        assert svc.polls[job_id] == 3 and svc.status(job_id) == "RUNNING"
+        assert JobRecord.from_json(store.get(RECORD_KEY)).external_id == job_id
+
     def test_completed_record_after_success(self) -> None:
         """After returning the result the record is marked completed."""
         svc, store = service(), InMemoryTaskStateStore()
@@ -154,6 +167,11 @@ class TestResults:
         context = make_context()
         del context["task_state_store"]
         assert operator(svc).execute(context)["job_id"] == svc.submissions[0]
+
+    def test_empty_context_still_runs(self) -> None:
+        """``execute({})`` (no ti, no store), as the stock operators allow in unit tests, runs the job."""
+        svc = service()
+        assert operator(svc).execute({})["job_id"] == svc.submissions[0]
 
 
 class TestCancelAndMetrics:

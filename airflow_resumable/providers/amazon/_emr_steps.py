@@ -18,7 +18,13 @@ from airflow.providers.amazon.aws.links.emr import EmrClusterLink, EmrLogsLink, 
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
-from airflow_resumable.providers.amazon.common import AwsJobMixin, no_retry_client, require_text, token_key
+from airflow_resumable.providers.amazon.common import (
+    AwsJobMixin,
+    no_retry_client,
+    require_text,
+    status_read_bound,
+    token_key,
+)
 from airflow_resumable.providers.amazon.triggers import ResumableEmrAddStepsTrigger
 
 if TYPE_CHECKING:
@@ -91,7 +97,7 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
 
     **Limitations:** the marker is visible in the step names (user names are cut to fit EMR's 256
     characters); with ``ActionOnFailure=CONTINUE`` the task fails only once the later steps ended;
-    ``waiter_max_attempts`` does not bound the poll loop (use ``execution_timeout``). As in the
+    ``waiter_max_attempts`` bounds the status reads of a try's wait, as in stock. As in the
     stock operator, ``wait_for_completion`` defaults to False: the task then ends once the steps
     exist (still added only once); set it to True to wait.
 
@@ -118,6 +124,10 @@ class ResumableEmrAddStepsOperator(AwsJobMixin, EmrAddStepsOperator):
     @resumable_poll_interval.setter
     def resumable_poll_interval(self, seconds: float) -> None:
         self.waiter_delay = seconds  # type: ignore[assignment]  # stock annotates int, takes float
+
+    def max_status_reads(self) -> tuple[int, str] | None:
+        """``waiter_max_attempts`` bounds the wait, as the stock ``step_complete`` waiter."""
+        return status_read_bound(self.waiter_max_attempts, "waiter_max_attempts")
 
     # ------------------------------------------------------------------ spec and per-try set-up
     def _steps(self) -> list[dict[str, Any]]:

@@ -15,12 +15,13 @@ from airflow.providers.amazon.aws.links.batch import BatchJobDetailsLink
 from airflow.providers.amazon.aws.operators.batch import BatchOperator
 from airflow.providers.amazon.aws.utils import trim_none_values
 
-from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError
+from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
 from airflow_resumable.providers.amazon.common import (
     AwsJobMixin,
     no_retry_client,
     require_mapping,
     require_text,
+    status_read_bound,
 )
 from airflow_resumable.providers.amazon.triggers import TERMINATE_REASON, ResumableBatchJobTrigger
 
@@ -73,10 +74,11 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
     stock return value and links, or :class:`~airflow_resumable.exceptions.JobFailedError`; a
     lost trigger, a trigger timeout or error fails the try and the next one reconnects.
 
-    **Limitations:** ``max_retries``/``status_retries``/``waiters`` do not apply to the poll
-    loop (use ``execution_timeout``); with ``awslogs_enabled`` the CloudWatch log lines are
-    printed once the job ended, not while it runs. The job name and the tag must stay visible to
-    ``ListJobs``; jobs older than the newest 1,000 of the same name are not searched.
+    **Limitations:** ``max_retries`` bounds the status reads of a try's wait, as in stock, but
+    ``status_retries`` and ``waiters`` do not apply to the poll loop; with ``awslogs_enabled``
+    the CloudWatch log lines are printed once the job ended, not while it runs. The job name and
+    the tag must stay visible to ``ListJobs``; jobs older than the newest 1,000 of the same name
+    are not searched.
 
     :param poll_interval: seconds between status calls of the resumable poll loop, or of the
         trigger when deferred.
@@ -104,6 +106,10 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
     @resumable_poll_interval.setter
     def resumable_poll_interval(self, seconds: float) -> None:
         self.poll_interval = seconds  # type: ignore[assignment]  # stock annotates int, takes float
+
+    def max_status_reads(self) -> tuple[int, str] | None:
+        """``max_retries`` bounds the wait, as in the stock hook's ``poll_for_job_complete``."""
+        return status_read_bound(self.max_retries, "max_retries")
 
     # ------------------------------------------------------------------ spec
     def job_request(self) -> dict[str, Any]:
@@ -157,7 +163,9 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
         ``SubmitJob`` tagged with the submission token, without botocore retries; returns the job id.
 
         Replaces the stock ``submit_job(context)`` (which returned None): it still sets
-        ``self.job_id`` and persists the job-details link.
+        ``self.job_id`` and persists the job-details link. A refusal that is not transient (a
+        ``ClientException``, a bad request) raises an ``AirflowException`` as in stock, with the
+        service's error as its cause; transient errors stay as they are, for the mixin's retry.
         """
         tags = dict(self.tags or {})
         if self.submission_token:
@@ -168,7 +176,15 @@ class ResumableBatchOperator(AwsJobMixin, BatchOperator):
             job_queue=self.job_queue,
             job_definition=self.job_definition,
         )
-        response = no_retry_client(self.hook).submit_job(**self._request(tags))
+        try:
+            response = no_retry_client(self.hook).submit_job(**self._request(tags))
+        except Exception as error:
+            if self.is_transient_error(error) or self.is_throttling_error(error):
+                raise  # the mixin retries it (and looks the job up first when it may exist)
+            raise ResumableError(
+                f"{_SERVICE} refused SubmitJob for job {self.job_name!r} on queue {self.job_queue!r}: "
+                f"{error}. Nothing was submitted; fix the request, then clear the task."
+            ) from error
         self.job_id = str(response["jobId"])
         self._persist_details_link(context)
         return self.job_id

@@ -52,6 +52,7 @@ __all__ = [
     "no_retry_client",
     "require_mapping",
     "require_text",
+    "status_read_bound",
     "token_key",
 ]
 
@@ -162,6 +163,23 @@ def name_with_token(base: str, token: str, *, max_length: int, key_length: int =
     if room < 1:
         raise InvalidJobSpecError(f"a name of at most {max_length} characters cannot carry a token key")
     return base[:room].rstrip("-") + suffix
+
+
+def status_read_bound(value: Any, argument: str) -> tuple[int, str] | None:
+    """
+    ``(value, argument)`` for :meth:`~airflow_resumable.mixin.ResumableJobMixin.max_status_reads`
+    when ``value`` is a positive number of attempts (a stock ``waiter_max_attempts``,
+    ``max_polling_attempts``, ``max_retries``), else None (no bound).
+
+    .. versionadded:: 0.5.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    try:
+        reads = int(value)
+    except ValueError:
+        return None
+    return (reads, argument) if reads > 0 else None
 
 
 def find_in_pages(
@@ -442,11 +460,13 @@ class AwsJobMixin(ResumableJobMixin):
 
     def _defer(self, external_id: JsonValue, context: Context) -> None:
         """Hand the wait to the triggerer; the job id is already in the record (phase submitted)."""
-        identity = TaskIdentity.from_context(context)
+        # No ``ti`` (a unit test's bare context): no task instance, so no ledger entry to name.
+        has_ti = context.get("ti") is not None
+        key = ledger_key(TaskIdentity.from_context(context)) if has_ti else None
         resumable = {
             "cancel_on_user_stop": self.cancel_on_user_stop,
             "stop_classification_timeout": self.stop_classification_timeout,
-            "ledger_key": ledger_key(identity) if self.keep_ledger and self.durable else None,
+            "ledger_key": key if self.keep_ledger and self.durable else None,
         }
         self.log.info("Deferring until the job ends", external_id=external_id)
         self.defer(

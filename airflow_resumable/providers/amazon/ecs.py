@@ -28,7 +28,12 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
 from airflow_resumable.providers.amazon._cancel import CUSTODIAN_REASON, cancel_client
-from airflow_resumable.providers.amazon.common import AwsJobMixin, require_mapping, require_text
+from airflow_resumable.providers.amazon.common import (
+    AwsJobMixin,
+    require_mapping,
+    require_text,
+    status_read_bound,
+)
 from airflow_resumable.record import RECORD_KEY
 from airflow_resumable.triggers import ResumableTriggerMixin
 
@@ -183,8 +188,8 @@ class ResumableEcsRunTaskOperator(AwsJobMixin, EcsRunTaskOperator):
     (the stock operator ran before) adopts a task of that ``startedBy`` still running, as stock
     does, instead of starting one.
 
-    **Limitations:** ``waiter_max_attempts`` does not bound the poll loop (use
-    ``execution_timeout``, which also stops the task); ``stop_task_on_failure`` is replaced by
+    **Limitations:** ``waiter_max_attempts`` bounds the status reads of a try's wait, as in stock
+    (the task keeps running; a retry reconnects); ``stop_task_on_failure`` is replaced by
     ``cancel_on_failure`` (stop the task when the try fails for good while it may still run), and
     the stock ``on_kill`` by ``cancel_on_user_stop``. A ``RunTask`` answered with ``failures``
     (no capacity) raises the stock ``EcsOperatorError``; the retry resends the same token. A task
@@ -224,6 +229,10 @@ class ResumableEcsRunTaskOperator(AwsJobMixin, EcsRunTaskOperator):
     @resumable_poll_interval.setter
     def resumable_poll_interval(self, seconds: float) -> None:
         self.waiter_delay = seconds  # type: ignore[assignment]  # stock annotates int, takes float
+
+    def max_status_reads(self) -> tuple[int, str] | None:
+        """``waiter_max_attempts`` bounds the wait, as the stock ``ecs`` waiter's ``MaxAttempts``."""
+        return status_read_bound(self.waiter_max_attempts, "waiter_max_attempts")
 
     # ------------------------------------------------------------------ execute
     def execute(self, context: Context, event: dict[str, Any] | None = None) -> Any:

@@ -23,7 +23,13 @@ from airflow.providers.common.compat.openlineage.utils.spark import (
 
 from airflow_resumable.exceptions import JobNotFoundError
 from airflow_resumable.providers.amazon._emr_steps import ResumableEmrAddStepsOperator
-from airflow_resumable.providers.amazon.common import AwsJobMixin, error_code, require_mapping, require_text
+from airflow_resumable.providers.amazon.common import (
+    AwsJobMixin,
+    error_code,
+    require_mapping,
+    require_text,
+    status_read_bound,
+)
 from airflow_resumable.providers.amazon.triggers import (
     ResumableEmrContainerTrigger,
     ResumableEmrServerlessStartJobTrigger,
@@ -93,8 +99,8 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
     and the next one reconnects. Starting a stopped application still waits in the worker.
 
     **Limitations:** ``client_request_token`` is replaced by the per-intent token (a fixed token
-    would hand every retry the earlier, failed run); ``waiter_max_attempts`` does not bound the
-    poll loop (use ``execution_timeout``, which also cancels the run); ``cancel_on_kill`` is
+    would hand every retry the earlier, failed run); ``waiter_max_attempts`` bounds the status
+    reads of a try's wait, as in stock (the run keeps going; a retry reconnects); ``cancel_on_kill`` is
     replaced by ``cancel_on_user_stop``; with OpenLineage injection on, a resubmission on a later
     try carries that try's lineage properties.
 
@@ -122,6 +128,10 @@ class ResumableEmrServerlessStartJobOperator(AwsJobMixin, _LineageMixin, EmrServ
     @resumable_poll_interval.setter
     def resumable_poll_interval(self, seconds: float) -> None:
         self.waiter_delay = seconds  # type: ignore[assignment]  # stock annotates int, takes float
+
+    def max_status_reads(self) -> tuple[int, str] | None:
+        """``waiter_max_attempts`` bounds the wait, as the stock waiter for the job run."""
+        return status_read_bound(self.waiter_max_attempts, "waiter_max_attempts")
 
     def job_request(self) -> dict[str, Any]:
         service = self.service_name
@@ -291,8 +301,8 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
     error fails the try and the next one reconnects.
 
     **Limitations:** ``client_request_token`` is replaced by the per-intent token;
-    ``max_polling_attempts`` does not bound the poll loop (use ``execution_timeout``, which also
-    cancels the run); ``cancel_on_kill`` is replaced by ``cancel_on_user_stop``; with OpenLineage
+    ``max_polling_attempts`` bounds the status reads of a try's wait, as in stock (the run keeps
+    going; a retry reconnects); ``cancel_on_kill`` is replaced by ``cancel_on_user_stop``; with OpenLineage
     injection on, a resubmission on a later try carries that try's lineage properties.
 
     :param poll_interval: seconds between status calls of the resumable poll loop, or of the
@@ -318,6 +328,10 @@ class ResumableEmrContainerOperator(AwsJobMixin, _LineageMixin, EmrContainerOper
     @resumable_poll_interval.setter
     def resumable_poll_interval(self, seconds: float) -> None:
         self.poll_interval = seconds  # type: ignore[assignment]  # stock annotates int, takes float
+
+    def max_status_reads(self) -> tuple[int, str] | None:
+        """``max_polling_attempts`` bounds the wait, as the stock ``poll_query_status`` (None: no bound)."""
+        return status_read_bound(self.max_polling_attempts, "max_polling_attempts")
 
     def job_request(self) -> dict[str, Any]:
         service = self.service_name

@@ -26,7 +26,13 @@ from botocore.exceptions import ClientError
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
 from airflow_resumable.providers.amazon._cancel import cancel_client
-from airflow_resumable.providers.amazon.common import AwsJobMixin, error_code, name_with_token, require_text
+from airflow_resumable.providers.amazon.common import (
+    AwsJobMixin,
+    error_code,
+    name_with_token,
+    require_text,
+    status_read_bound,
+)
 from airflow_resumable.triggers import ResumableTriggerMixin
 
 if TYPE_CHECKING:
@@ -170,8 +176,8 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
     ``DescribeExecution`` or ``ListExecutions``, so they can be neither found again nor waited
     for. The execution's name is not ``name`` but ``name`` cut to 67 characters plus
     ``-<12 hex>``: a fixed name would make every later intent fail with ``ExecutionAlreadyExists``
-    (names are unique per state machine for 90 days). ``waiter_max_attempts`` does not bound the
-    poll loop (use ``execution_timeout``, which also stops the execution). ``state_machine_input``
+    (names are unique per state machine for 90 days). ``waiter_max_attempts`` bounds the status
+    reads of a try's wait, as it bounds the stock deferral. ``state_machine_input``
     must be a dict or a JSON string (stock drops any other type silently).
 
     :param wait_for_completion: wait for the execution to end (True, the resumable default), or
@@ -203,6 +209,10 @@ class ResumableStepFunctionStartExecutionOperator(AwsJobMixin, StepFunctionStart
     @resumable_poll_interval.setter
     def resumable_poll_interval(self, seconds: float) -> None:
         self.waiter_delay = seconds  # type: ignore[assignment]  # stock annotates int, takes float
+
+    def max_status_reads(self) -> tuple[int, str] | None:
+        """``waiter_max_attempts`` bounds the wait, as in the stock deferral's waiter."""
+        return status_read_bound(self.waiter_max_attempts, "waiter_max_attempts")
 
     # ------------------------------------------------------------------ spec
     def job_request(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import pytest
+from airflow.sdk.exceptions import AirflowException
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobFailedError, JobNotFoundError
@@ -251,6 +252,28 @@ class TestThrottling:
         """Throttling, 429, 5xx and connection errors are transient; client errors are not."""
         operator = ResumableBatchOperator(task_id="t", job_name="n", job_queue="q", job_definition="d")
         assert operator.is_transient_error(error) is transient
+
+
+class TestSubmitRefused:
+    """A SubmitJob the service refuses for good raises an AirflowException, as the stock operator does."""
+
+    def test_client_error_becomes_airflow_exception(self, cloud: BatchDriver) -> None:
+        """A ClientException (an unknown queue) is not retried; its botocore error is the cause."""
+        operator = ResumableBatchOperator(
+            task_id="t", **kwargs(cloud.resources, job_queue="no-such-queue"), retries=0
+        )
+        with pytest.raises(AirflowException, match="refused SubmitJob") as caught:
+            operator.execute(context())
+        assert isinstance(caught.value.__cause__, ClientError)
+        assert cloud.submitted_ids() == []
+
+    def test_transient_error_is_left_to_the_retry(self, cloud: BatchDriver) -> None:
+        """A 5xx answer is not wrapped: the mixin's cloud retry sees it and submits once more."""
+        cloud.server.inject_fault("SubmitJob", 503)
+        outcome = run_task(
+            ResumableBatchOperator, ScenarioProbe(cloud, finish_on_first_poll()), **kwargs(cloud.resources)
+        )
+        assert outcome.task("job").state == "success" and len(cloud.submitted_ids()) == 1
 
 
 class TestArrayAndMultiNode:

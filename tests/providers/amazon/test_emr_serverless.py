@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from airflow_resumable.exceptions import InvalidJobSpecError, JobFailedError, JobNotFoundError
+from airflow_resumable.exceptions import InvalidJobSpecError, JobFailedError, JobNotFoundError, ResumableError
 from airflow_resumable.providers.amazon import ResumableEmrServerlessStartJobOperator
 from airflow_resumable.testing.aws import (
     TEST_ROLE_ARN,
@@ -180,6 +180,20 @@ class TestFailure:
         assert outcome.task("job").state == "success"
         operations = [e.operation for e in cloud.server.ledger()]
         assert operations.index("StartApplication") < operations.index("StartJobRun")
+
+
+class TestWaitBound:
+    """``waiter_max_attempts`` bounds a try's wait, as the stock waiter does."""
+
+    def test_still_running_after_the_attempts(self, cloud: ServerlessDriver) -> None:
+        """Two status reads of a running job, then a ResumableError; the run keeps going."""
+        operator = ResumableEmrServerlessStartJobOperator(
+            task_id="t", **kwargs(cloud, waiter_max_attempts=2), cancel_on_failure=False
+        )
+        with pytest.raises(ResumableError, match=r"waiter_max_attempts=2"):
+            operator.execute(context())
+        (run_id,) = cloud.submitted_ids()
+        assert cloud.server.job(run_id)["finished"] is False
 
 
 class TestInvalidSpec:
