@@ -315,9 +315,9 @@ class DatabricksRunMixin(ResumableJobMixin):
     def _push_run_xcoms(self, run_id: int, context: Context) -> None:
         """``run_id`` and ``run_page_url`` (plus ``job_id`` when deferrable), as the stock operator."""
         self._xcoms_pushed_for = run_id
-        if not self.do_xcom_push:
+        ti = context.get("ti")
+        if not self.do_xcom_push or ti is None:  # stock pushes nothing without a context either
             return
-        ti = context["ti"]
         if self.deferrable:
             ti.xcom_push(key=XCOM_JOB_ID_KEY, value=self._run_field(run_id, "job_id"))
         ti.xcom_push(key=XCOM_RUN_ID_KEY, value=run_id)
@@ -337,7 +337,9 @@ class DatabricksRunMixin(ResumableJobMixin):
         """Hand the wait to the triggerer; the run id is already in the record (phase submitted)."""
         url = self._run_field(run_id, "run_page_url")
         self.log.info("Deferring until the run ends", run_id=run_id)
-        identity = TaskIdentity.from_context(context)
+        # No ``ti`` (a unit test's bare context): no task instance, so no ledger entry to name.
+        has_ti = context.get("ti") is not None
+        key = ledger_key(TaskIdentity.from_context(context)) if has_ti else None
         self.defer(
             trigger=ResumableDatabricksExecutionTrigger(
                 run_id=run_id,
@@ -351,7 +353,7 @@ class DatabricksRunMixin(ResumableJobMixin):
                 caller=type(self).__name__,
                 cancel_on_user_stop=self.cancel_on_user_stop,
                 stop_classification_timeout=self.stop_classification_timeout,
-                ledger_key=ledger_key(identity) if self.keep_ledger and self.durable else None,
+                ledger_key=key if self.keep_ledger and self.durable else None,
             ),
             method_name="execute_complete",
         )

@@ -181,16 +181,8 @@ def databricks_idempotency_token(submission_token: str | None, user_token: str |
 
 # ------------------------------------------------------------------------------------------ helpers
 def _merge(operator: str, json: Any, named: Mapping[str, Any]) -> dict[str, Any]:
+    """``json`` with the named arguments that are set on top: a named argument wins, as in stock."""
     base = _coerce_json(operator, json)
-    for key, value in named.items():
-        if value is None or key not in base or base[key] is None:
-            continue
-        if _normalised(base[key]) != _normalised(value):
-            raise _error(
-                operator,
-                key,
-                f"conflicts with json[{key!r}]: both are given with different values; pass it once",
-            )
     return {**base, **{key: value for key, value in named.items() if value is not None}}
 
 

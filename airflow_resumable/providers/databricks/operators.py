@@ -52,10 +52,10 @@ class ResumableDatabricksSubmitRunOperator(DatabricksRunMixin, DatabricksSubmitR
 
     **Limitations:** a user ``idempotency_token`` is combined with ours (see
     :func:`~._spec.databricks_idempotency_token`): keep it stable across tries. A run whose history
-    expired is submitted again. ``SUCCESS_WITH_FAILURES`` fails the task, as in stock. Stricter
-    than stock: a key given both in ``json`` and as a named argument with different values is an
-    error instead of a silent override. OpenLineage injection and DAG params are not part of the
-    spec hash (they are fixed within a DAG run or change per try).
+    expired is submitted again. ``SUCCESS_WITH_FAILURES`` fails the task, as in stock. A key given
+    both in ``json`` and as a named argument: the named one is sent, as in stock (an error in
+    0.1.0 to 0.4.0). OpenLineage injection and DAG params are not part of the spec hash (they are
+    fixed within a DAG run or change per try).
 
     Takes every argument of ``DatabricksSubmitRunOperator``; ``polling_period_seconds`` paces the
     resumable poll loop. Plus:

@@ -59,8 +59,6 @@ class TestSubmitRunSpec:
             (None, {"notebook_task": NOTEBOOK, "libraries": {"jar": "x"}}, "libraries"),
             (None, {"notebook_task": NOTEBOOK, "existing_cluster_id": 12}, "existing_cluster_id"),
             (None, {"notebook_task": {"notebook_path": object()}}, "notebook_task['notebook_path']"),
-            ({"run_name": "a"}, {"run_name": "b", "notebook_task": NOTEBOOK}, "run_name"),
-            ({"notebook_task": {"notebook_path": "/a"}}, {"notebook_task": NOTEBOOK}, "notebook_task"),
             ("[1, 2]", {}, "json"),
             ("not json {", {}, "json"),
             (None, {"dbt_task": {"commands": ["dbt run"]}}, "git_source"),
@@ -95,6 +93,17 @@ class TestSubmitRunSpec:
         merged = _submit(json, **named)
         assert any(key == "tasks" or key.endswith("_task") for key in merged)
 
+    @pytest.mark.parametrize(
+        ("json", "named", "key"),
+        [
+            ({"run_name": "a", "notebook_task": NOTEBOOK}, {"run_name": "b"}, "run_name"),
+            ({"notebook_task": {"notebook_path": "/a"}}, {"notebook_task": NOTEBOOK}, "notebook_task"),
+        ],
+    )
+    def test_named_argument_wins_over_json(self, json: Any, named: dict[str, Any], key: str) -> None:
+        """A key in ``json`` and a named argument with another value: the named one is sent, as in stock."""
+        assert _submit(json, **named)[key] == named[key]
+
 
 class TestRunNowSpec:
     """run-now arguments."""
@@ -116,7 +125,6 @@ class TestRunNowSpec:
                 {"job_id": 1, "job_parameters": {"a": "1"}, "notebook_params": {"b": "2"}},
                 "job_parameters",
             ),
-            ({"job_id": 1, "job_parameters": {"a": "1"}}, {"job_parameters": {"a": "2"}}, "job_parameters"),
             (None, {"job_id": 1, "idempotency_token": "é" * 10}, "idempotency_token"),
         ],
     )
@@ -196,7 +204,7 @@ class TestNoHttpBeforeValidation:
             {"json": {"run_name": "x"}},
             {"tasks": {"task_key": "a"}},
             {"notebook_task": NOTEBOOK, "timeout_seconds": "an hour"},
-            {"json": {"run_name": "a", "notebook_task": NOTEBOOK}, "run_name": "b"},
+            {"json": "not json {", "notebook_task": NOTEBOOK},
             {"notebook_task": NOTEBOOK, "idempotency_token": "t" * 70},
         ],
     )
