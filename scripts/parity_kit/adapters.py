@@ -16,7 +16,7 @@ named in the report:
 - :func:`submit_through_hook_client`: ours sends its submission through a copy of the hook's client
   with botocore's retries off (:func:`airflow_resumable.providers.amazon.common.no_retry_client`);
   the tests mock the hook's own client, as the stock operator uses it. Here that copy is the hook's
-  ``conn``, so the mocked client sees the call.
+  ``client`` (Batch) or ``conn``, so the mocked client sees the call.
 - :func:`no_waits`: the tests stub the stock operators' sleeps, not ours. Ours waits between polls
   and retries return at once; after ``WAIT_LIMIT`` waits in one test, :class:`WaitLimit` is
   raised (the test's mocks never end the job), so no test sleeps or hangs. With it, the runs set
@@ -76,7 +76,7 @@ def block_network() -> None:
     def refuse(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         raise NetworkBlocked(f"make parity runs offline: {getattr(request, 'url', request)!r} not sent")
 
-    botocore.httpsession.URLLib3Session.send = refuse  # type: ignore[method-assign]
+    botocore.httpsession.URLLib3Session.send = refuse
     requests.adapters.HTTPAdapter.send = refuse  # type: ignore[method-assign]
     original_connect = socket.socket.connect
     original_getaddrinfo = socket.getaddrinfo
@@ -164,10 +164,11 @@ def context_without_store(cls: type) -> None:
 
 
 def submit_through_hook_client() -> None:
-    """``no_retry_client(hook)`` returns ``hook.conn``: the client the tests mock."""
+    """``no_retry_client(hook)`` returns the hook's own client: the one the tests mock."""
 
     def hook_client(hook: Any) -> Any:
-        return hook.conn
+        # BatchClientHook's operator calls ``hook.client`` (the same ``conn``); the others ``conn``.
+        return hook.client if "client" in dir(type(hook)) else hook.conn
 
     for name in _NO_RETRY_CLIENT_USERS:
         try:

@@ -2,7 +2,9 @@
 The classified differences (``scripts/parity_expectations.toml``) and the check that keeps them
 honest: every test that passes on stock and fails on ours has an entry; every entry still differs.
 
-An entry is keyed by the test's node id and has ``class`` and ``reason``:
+The file has a ``[reasons]`` table (an id per reason: ``class``, ``text``, and for ``intended`` a
+``migration`` line) and a ``[tests]`` table: node id = reason id, or an inline table with
+``class``, ``reason`` and ``migration``. The classes:
 
 - ``fixed``: the test differed and our operator was changed so that it passes; it must pass now
   (a regression fails the run);
@@ -57,17 +59,27 @@ class Verdict:
 def load(path: Path, migration_text: str) -> tuple[dict[str, Expectation], list[str]]:
     """The entries of ``path``, and the problems found in the file itself."""
     data = tomllib.loads(path.read_text())
-    entries: dict[str, Expectation] = {}
     problems: list[str] = []
-    for node, fields in data.items():
-        if not isinstance(fields, dict):
-            problems.append(f"{node}: not a table")
+    reasons: dict[str, dict[str, str]] = {}
+    for rid, fields in (data.get("reasons") or {}).items():
+        reasons[rid] = {k: str(v) for k, v in fields.items()}
+        reasons[rid].setdefault("reason", reasons[rid].pop("text", ""))
+    entries: dict[str, Expectation] = {}
+    used: set[str] = set()
+    for node, value in (data.get("tests") or {}).items():
+        if isinstance(value, str):
+            if value not in reasons:
+                problems.append(f"{node}: unknown reason {value!r}")
+                continue
+            used.add(value)
+            fields = reasons[value]
+        elif isinstance(value, dict):
+            fields = {k: str(v) for k, v in value.items()}
+        else:
+            problems.append(f"{node}: neither a reason id nor a table")
             continue
         entry = Expectation(
-            node,
-            str(fields.get("class", "")),
-            str(fields.get("reason", "")),
-            str(fields.get("migration", "")),
+            node, fields.get("class", ""), fields.get("reason", ""), fields.get("migration", "")
         )
         if entry.cls not in CLASSES:
             problems.append(f"{node}: class {entry.cls!r} is not one of {', '.join(CLASSES)}")
@@ -76,6 +88,7 @@ def load(path: Path, migration_text: str) -> tuple[dict[str, Expectation], list[
         if entry.cls == INTENDED and (not entry.migration or entry.migration not in migration_text):
             problems.append(f"{node}: intended, but its migration line is not in docs/migration.md")
         entries[node] = entry
+    problems += [f"reason {rid!r} is used by no test" for rid in sorted(set(reasons) - used)]
     return entries, problems
 
 
