@@ -192,6 +192,7 @@ TASKS: dict[str, tuple[type, type, dict[str, Any]]] = {
             "name": f"{NAME}-sfn",
             "state_machine_input": {"run_name": NAME},
             "waiter_delay": 1,
+            "waiter_max_attempts": 600,  # bounds the resumable wait as the stock waiter (0.5.0): 30
         },
     ),
     "ecs_task": (
