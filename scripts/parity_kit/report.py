@@ -6,16 +6,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from parity_kit.expectations import INTENDED, INTERNAL
+from parity_kit.expectations import FIXED, INTENDED, INTERNAL, Expectation
 
 if TYPE_CHECKING:
-    from parity_kit.expectations import Expectation, Verdict
+    from parity_kit.expectations import Verdict
 
 __all__ = ["NEEDS", "Counts", "Runs", "count", "render"]
 
 #: The stand-in's skip reasons start with this (tests_common.NEEDS).
 NEEDS = "needs tests_common:"
 Results = dict[str, dict[str, str]]
+CLASS_ORDER = (FIXED, INTENDED, INTERNAL)
 
 
 @dataclass(frozen=True)
@@ -76,22 +77,30 @@ def count(runs: Runs, verdict: Verdict) -> dict[str, Counts]:
     return dict(sorted(table.items()))
 
 
-def render(runs: Runs, verdict: Verdict, fixed: list[Expectation], seconds: dict[str, float]) -> str:
-    """The report, in Markdown (also readable as plain text)."""
+def render(
+    runs: Runs, verdict: Verdict, fixed: list[Expectation], seconds: dict[str, float], *, full: bool
+) -> str:
+    """
+    The report in Markdown (readable as plain text): the table, the summary and the problems;
+    with ``full``, also every classified test, grouped by reason.
+    """
     table = count(runs, verdict)
+    fixed_by: dict[str, int] = defaultdict(int)
+    for entry in fixed:
+        fixed_by[runs.stock[entry.node]["operator"]] += 1
     out = ["# make parity: the providers' own unit tests on the resumable operators", ""]
     out += [
-        "| operator | upstream | stock pass | ours pass | ours pass, no token | differ "
+        "| operator | upstream | stock pass | ours pass | ours pass, no token | differ | fixed "
         "| intended | internal calls | unclassified | needs tests_common |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     total = Counts()
     for name, line in table.items():
         differ = sum(line.by_class.values())
         out.append(
             f"| {name} | {line.upstream} | {line.stock} | {line.ours} | {line.tokenless} | {differ} "
-            f"| {line.by_class[INTENDED]} | {line.by_class[INTERNAL]} | {line.by_class['unclassified']} "
-            f"| {line.needs} |"
+            f"| {fixed_by[name]} | {line.by_class[INTENDED]} | {line.by_class[INTERNAL]} "
+            f"| {line.by_class['unclassified']} | {line.needs} |"
         )
         for attr in ("upstream", "needs", "skipped", "stock", "ours", "tokenless"):
             setattr(total, attr, getattr(total, attr) + getattr(line, attr))
@@ -99,16 +108,12 @@ def render(runs: Runs, verdict: Verdict, fixed: list[Expectation], seconds: dict
             total.by_class[cls] += number
     out.append(
         f"| **total** | {total.upstream} | {total.stock} | {total.ours} | {total.tokenless} "
-        f"| {sum(total.by_class.values())} | {total.by_class[INTENDED]} | {total.by_class[INTERNAL]} "
-        f"| {total.by_class['unclassified']} | {total.needs} |"
+        f"| {sum(total.by_class.values())} | {len(fixed)} | {total.by_class[INTENDED]} "
+        f"| {total.by_class[INTERNAL]} | {total.by_class['unclassified']} | {total.needs} |"
     )
     out += ["", _summary(runs, total, fixed, seconds), ""]
     for name, reason in sorted(runs.unavailable.items()):
         out.append(f"- not run: {name}: {reason}")
-    out += _section("Fixed (differed; our operator changed, passes now)", [_line(e) for e in fixed])
-    for cls in (INTENDED, INTERNAL):
-        entries = sorted((e for e in verdict.classified.values() if e.cls == cls), key=lambda e: e.node)
-        out += _section(f"Differences: {cls}", [_line(e) for e in entries])
     out += _section(
         "UNCLASSIFIED (pass on stock, fail on ours; add to scripts/parity_expectations.toml or fix)",
         [f"- `{n}`: {runs.tokenless.get(n, {}).get('message', '')}" for n in verdict.unclassified],
@@ -116,9 +121,28 @@ def render(runs: Runs, verdict: Verdict, fixed: list[Expectation], seconds: dict
     out += _section("REGRESSED (classified fixed, fail again)", [f"- `{n}`" for n in verdict.regressed])
     out += _section("STALE entries (remove or reclassify)", [f"- `{s}`" for s in verdict.stale])
     out += _section("Problems in the expectations file", [f"- {p}" for p in verdict.problems])
-    needs = sorted({e["message"] for e in runs.stock.values() if e["message"].startswith(NEEDS)})
-    out += _section(f"Excluded from both columns ({total.needs} tests)", [f"- {m}" for m in needs])
+    groups = _by_reason([*fixed, *verdict.classified.values()])
+    out += _section("Reasons", [f"- {len(nodes)} {entry.cls}: {entry.reason}{_cite(entry)}"
+                                for entry, nodes in groups])  # fmt: skip
+    if full:
+        for entry, nodes in groups:
+            out += _section(f"{entry.cls} ({len(nodes)}): {entry.reason}{_cite(entry)}",
+                            [f"- `{node}`" for node in nodes])  # fmt: skip
+        needs = sorted({e["message"] for e in runs.stock.values() if e["message"].startswith(NEEDS)})
+        out += _section(f"Excluded from both columns ({total.needs} tests)", [f"- {m}" for m in needs])
     return "\n".join(out) + "\n"
+
+
+def _by_reason(entries: list[Expectation]) -> list[tuple[Expectation, list[str]]]:
+    """Entries grouped by class and reason, the largest group first."""
+    groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for entry in entries:
+        groups[(entry.cls, entry.reason, entry.migration)].append(entry.node)
+    ordered = sorted(groups.items(), key=lambda item: (CLASS_ORDER.index(item[0][0]), -len(item[1])))
+    return [
+        (Expectation("", cls, reason, migration), sorted(nodes))
+        for (cls, reason, migration), nodes in ordered
+    ]
 
 
 def _summary(runs: Runs, total: Counts, fixed: list[Expectation], seconds: dict[str, float]) -> str:
@@ -136,9 +160,8 @@ def _summary(runs: Runs, total: Counts, fixed: list[Expectation], seconds: dict[
     )
 
 
-def _line(entry: Expectation) -> str:
-    cite = f' (docs/migration.md: "{entry.migration}")' if entry.migration else ""
-    return f"- `{entry.node}`: {entry.reason}{cite}"
+def _cite(entry: Expectation) -> str:
+    return f' (docs/migration.md: "{entry.migration}")' if entry.migration else ""
 
 
 def _section(title: str, lines: list[str]) -> list[str]:
