@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := requirements/constraints-3.11.txt
 
-.PHONY: demo benchmark mass-resume proof test lint typecheck docs unit system chaos venv clean browser wheel-check
+.PHONY: demo benchmark mass-resume proof parity test lint typecheck docs unit system chaos venv clean browser wheel-check
 
 venv: $(STAMP)
 
@@ -84,6 +84,12 @@ chaos: $(STAMP) proof
 proof: $(STAMP)
 	AIRFLOW_RESUMABLE_PROOF_LAG=10 $(BIN)/pytest -n auto --dist loadfile -k "proof or young_job" \
 		tests/test_toy_contract.py tests/providers
+
+# The providers' own unit tests (from their PyPI sdists) on stock and on the resumable operators:
+# one line per operator (tests, passing on stock, on ours, with the payload compared without our
+# token), every difference classified in scripts/parity_expectations.toml (~2.5 min).
+parity: $(STAMP)
+	$(BIN)/python scripts/parity.py
 
 # The package as users get it: sdist and wheel built, the wheel installed with [amazon,databricks]
 # into a fresh build/wheel-check/venv and checked there from outside the checkout (providers list,
