@@ -48,7 +48,11 @@ DATA = (
 
 
 def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--quiet", *args], check=True)
+    """``pip`` with its output shown only when it fails."""
+    done = subprocess.run([sys.executable, "-m", "pip", "--quiet", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout + done.stderr, file=sys.stderr)
+        raise SystemExit(f"parity: pip {args[0]} failed (exit {done.returncode})")
 
 
 def sdist_tests(provider: str, cache: Path) -> Path:
