@@ -44,6 +44,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy scripts/parity.py scripts/parity_kit
 
 # The documentation site, warnings as errors (mkdocs.yml; nothing is fetched but PyPI packages).
 docs: $(STAMP)

@@ -26,6 +26,7 @@ from airflow_resumable.providers.amazon.common import (
     error_code,
     require_mapping,
     require_text,
+    status_read_bound,
 )
 from airflow_resumable.triggers import ResumableTriggerMixin
 
@@ -80,8 +81,8 @@ class ResumableAthenaOperator(AwsJobMixin, AthenaOperator):
 
     **Limitations:** ``client_request_token`` is replaced by the per-intent token (a fixed token
     would hand every retry the earlier, failed query; a warning is logged when it is set);
-    ``max_polling_attempts`` does not bound the resumable poll loop (use ``execution_timeout``,
-    which also stops the query). A failed query raises
+    ``max_polling_attempts`` bounds the status reads of a try's wait, as in stock (999999 by
+    default); the query keeps running and a retry reconnects. A failed query raises
     :class:`~airflow_resumable.exceptions.JobFailedError` (an ``AirflowException``) with Athena's
     ``StateChangeReason``, where stock raises a bare ``AirflowException``.
 
@@ -111,6 +112,10 @@ class ResumableAthenaOperator(AwsJobMixin, AthenaOperator):
         self.sleep_time = seconds  # type: ignore[assignment]  # stock annotates int, takes float
 
     # ------------------------------------------------------------------ spec
+    def max_status_reads(self) -> tuple[int, str] | None:
+        """``max_polling_attempts`` bounds the wait, as it bounds the stock poll."""
+        return status_read_bound(self.max_polling_attempts, "max_polling_attempts")
+
     def job_request(self) -> dict[str, Any]:
         """The ``StartQueryExecution`` request of the stock ``execute``, without a token."""
         query = require_text(self.query, "query", _SERVICE)
