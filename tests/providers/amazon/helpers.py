@@ -176,3 +176,24 @@ class XComParity:
         pushed = xcoms(outcome)
         assert set(pushed) == self.expected_xcom_keys
         assert pushed["return_value"] == cloud.submitted_ids()[0]
+
+
+def rebuilt_trigger(trigger: Any) -> Any:
+    """The trigger as the triggerer makes it: from ``serialize()``."""
+    import importlib
+
+    classpath, arguments = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**arguments)
+
+
+def first_event(trigger: Any, timeout: float = 30.0) -> dict[str, Any]:
+    """Run the real trigger (aiobotocore against moto), rebuilt from ``serialize()``, to its first event."""
+    import asyncio
+
+    async def first() -> dict[str, Any]:
+        async for event in rebuilt_trigger(trigger).run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(asyncio.wait_for(first(), timeout))

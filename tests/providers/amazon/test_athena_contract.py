@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from typing import TYPE_CHECKING, Any, ClassVar
 from unittest import mock
 
@@ -21,6 +20,8 @@ from airflow_resumable.testing.state import FakeTaskInstance, InMemoryJobLedger,
 from tests.providers.amazon.helpers import (
     FAST,
     XComParity,
+    first_event,
+    rebuilt_trigger,
     record,
     run_task,
     submit_requests,
@@ -236,24 +237,6 @@ def _defer(op: Any, context: dict[str, Any]) -> Any:
     return deferred.value.trigger
 
 
-def _rebuilt(trigger: Any) -> Any:
-    """The trigger as the triggerer makes it: from ``serialize()``."""
-    classpath, arguments = trigger.serialize()
-    module, _, name = classpath.rpartition(".")
-    return getattr(importlib.import_module(module), name)(**arguments)
-
-
-def _event(trigger: Any, timeout: float = 30.0) -> dict[str, Any]:
-    """Run the real trigger (aiobotocore against moto) to its first event."""
-
-    async def first() -> dict[str, Any]:
-        async for event in _rebuilt(trigger).run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
-
-    return asyncio.run(asyncio.wait_for(first(), timeout))
-
-
 class TestDeferrable:
     """deferrable=True: the id recorded first, our trigger (the stock one with an on_kill), every way back."""
 
@@ -269,7 +252,7 @@ class TestDeferrable:
         classpath, arguments = trigger.serialize()
         assert classpath == "airflow_resumable.providers.amazon.athena.ResumableAthenaTrigger"
         assert arguments["query_execution_id"] == query_id and arguments["ledger_key"]
-        assert _rebuilt(trigger).serialize() == (classpath, arguments)
+        assert rebuilt_trigger(trigger).serialize() == (classpath, arguments)
 
     def test_execute_complete_finishes(self, cloud: AthenaDriver) -> None:
         """The trigger fires once the query succeeded; execute_complete returns its id, record completed."""
@@ -277,7 +260,7 @@ class TestDeferrable:
         trigger = _defer(_deferrable(), context)
         (query_id,) = cloud.submitted_ids()
         cloud.finish(query_id, succeeded=True)
-        event = _event(trigger)
+        event = first_event(trigger)
         assert event == {"status": "success", "value": query_id}
         resumed = task_context(context["task_state_store"], xcoms=context["ti"].xcoms)
         assert _deferrable().execute_complete(resumed, event) == query_id
@@ -288,7 +271,7 @@ class TestDeferrable:
         store = InMemoryTaskStateStore()
         trigger = _defer(_deferrable(), task_context(store))
         cloud.server.finish(str(cloud.submitted_ids()[0]), succeeded=False, reason="SYNTAX_ERROR: line 1")
-        event = _event(trigger)
+        event = first_event(trigger)
         assert event["status"] == "error"
         with pytest.raises(JobFailedError, match="SYNTAX_ERROR"):
             _deferrable().execute_complete(task_context(store), event)
@@ -298,7 +281,7 @@ class TestDeferrable:
         self, cloud: AthenaDriver, server_state: str | None, stopped: bool
     ) -> None:
         """Marked failed: StopQueryExecution; cleared (no state yet): the query is left running."""
-        trigger = _rebuilt(_defer(_deferrable(), task_context()))
+        trigger = rebuilt_trigger(_defer(_deferrable(), task_context()))
         trigger.task_instance = FakeTaskInstance("dag", "manual__1", "job", server_state=server_state)
         with mock.patch("airflow_resumable.triggers.VariableLedger", return_value=InMemoryJobLedger()):
             asyncio.run(trigger.on_kill())

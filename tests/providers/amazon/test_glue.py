@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 from typing import TYPE_CHECKING, Any
 from unittest import mock
@@ -39,6 +38,8 @@ from tests.providers.amazon.helpers import (
     FAST,
     XComParity,
     allow_botocore_retries,
+    first_event,
+    rebuilt_trigger,
     record,
     run_task,
     submit_requests,
@@ -474,24 +475,6 @@ def _defer(op: Any, context: dict[str, Any], method: str = "execute", *args: Any
     return deferred.value.trigger
 
 
-def _rebuilt(trigger: Any) -> Any:
-    """The trigger as the triggerer makes it: from ``serialize()``."""
-    classpath, arguments = trigger.serialize()
-    module, _, name = classpath.rpartition(".")
-    return getattr(importlib.import_module(module), name)(**arguments)
-
-
-def _event(trigger: Any, timeout: float = 30.0) -> dict[str, Any]:
-    """Run the real trigger (aiobotocore against moto) to its first event."""
-
-    async def first() -> dict[str, Any]:
-        async for event in _rebuilt(trigger).run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
-
-    return asyncio.run(asyncio.wait_for(first(), timeout))
-
-
 class TestDeferrable:
     """deferrable=True: the run id recorded first, our trigger, every way back."""
 
@@ -517,7 +500,7 @@ class TestDeferrable:
         _, stock = GlueJobCompleteTrigger.serialize(trigger)
         assert {key: arguments[key] for key in stock} == stock and stock["verbose"] is True
         assert arguments["cancel_on_user_stop"] is False and arguments["ledger_key"]
-        assert _rebuilt(trigger).serialize() == (classpath, arguments)
+        assert rebuilt_trigger(trigger).serialize() == (classpath, arguments)
 
     def test_waits_even_without_wait_for_completion(self, cloud: GlueDriver) -> None:
         """The stock deferral waits whatever wait_for_completion says; so does ours."""
@@ -530,7 +513,7 @@ class TestDeferrable:
         trigger = _defer(_deferrable(cloud), context)
         (run_id,) = cloud.submitted_ids()
         cloud.finish(run_id, succeeded=True)
-        event = _event(trigger)
+        event = first_event(trigger)
         assert event == {"status": "success", "run_id": run_id}
         resumed = task_context(context["task_state_store"], xcoms=context["ti"].xcoms)
         assert _deferrable(cloud).execute_complete(resumed, event) == run_id
@@ -542,7 +525,7 @@ class TestDeferrable:
         store = InMemoryTaskStateStore()
         trigger = _defer(_deferrable(cloud), task_context(store))
         cloud.server.finish(str(cloud.submitted_ids()[0]), succeeded=False, reason="OutOfMemoryError")
-        event = _event(trigger)
+        event = first_event(trigger)
         assert event["status"] == "error"
         with pytest.raises(JobFailedError, match="OutOfMemoryError"):
             _deferrable(cloud).execute_complete(task_context(store), event)
@@ -551,7 +534,7 @@ class TestDeferrable:
         """The waiter's attempts ran out, the run goes on: the try fails, the run is left to the next try."""
         store = InMemoryTaskStateStore()
         trigger = _defer(_deferrable(cloud, waiter_max_attempts=1), task_context(store))
-        event = _event(trigger)
+        event = first_event(trigger)
         with pytest.raises(ResumableError, match="still active"):
             _deferrable(cloud).execute_complete(task_context(store), event)
         assert cloud.cancelled_ids() == []
@@ -565,7 +548,7 @@ class TestDeferrable:
         self, cloud: GlueDriver, server_state: str | None, stopped: bool
     ) -> None:
         """Marked failed or success: BatchStopJobRun; cleared (no state yet): the run is left running."""
-        trigger = _rebuilt(_defer(_deferrable(cloud), task_context()))
+        trigger = rebuilt_trigger(_defer(_deferrable(cloud), task_context()))
         key = ledger_key(TaskIdentity("dag", "manual__1", "job", -1))
         assert trigger.ledger_key == key
         trigger.task_instance = FakeTaskInstance("dag", "manual__1", "job", server_state=server_state)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from typing import TYPE_CHECKING, Any, ClassVar
 from unittest import mock
 
@@ -22,7 +21,15 @@ from airflow_resumable.record import RECORD_KEY
 from airflow_resumable.testing.aws import MotoJobDriver, aws_client
 from airflow_resumable.testing.contract import ResumableOperatorContract, ScenarioProbe
 from airflow_resumable.testing.state import FakeTaskInstance, InMemoryJobLedger, InMemoryTaskStateStore
-from tests.providers.amazon.helpers import FAST, record, run_task, submit_requests, xcoms
+from tests.providers.amazon.helpers import (
+    FAST,
+    first_event,
+    rebuilt_trigger,
+    record,
+    run_task,
+    submit_requests,
+    xcoms,
+)
 from tests.providers.amazon.helpers import context as _context
 from tests.providers.amazon.helpers import task_context as _task_context
 
@@ -253,24 +260,6 @@ def _defer(op: Any, context: dict[str, Any]) -> Any:
     return deferred.value.trigger
 
 
-def _rebuilt(trigger: Any) -> Any:
-    """The trigger as the triggerer makes it: from ``serialize()``."""
-    classpath, arguments = trigger.serialize()
-    module, _, name = classpath.rpartition(".")
-    return getattr(importlib.import_module(module), name)(**arguments)
-
-
-def _event(trigger: Any, timeout: float = 30.0) -> dict[str, Any]:
-    """Run the real trigger (aiobotocore against moto) to its first event."""
-
-    async def first() -> dict[str, Any]:
-        async for event in _rebuilt(trigger).run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
-
-    return asyncio.run(asyncio.wait_for(first(), timeout))
-
-
 class TestDeferrable:
     """deferrable=True: the id recorded first, our trigger (the stock one, on_kill told), every way back."""
 
@@ -286,7 +275,7 @@ class TestDeferrable:
         classpath, arguments = trigger.serialize()
         assert classpath == "airflow_resumable.providers.amazon.redshift_data.ResumableRedshiftDataTrigger"
         assert arguments["statement_id"] == statement_id and arguments["cancel_on_kill"] is False
-        assert _rebuilt(trigger).serialize() == (classpath, arguments)
+        assert rebuilt_trigger(trigger).serialize() == (classpath, arguments)
 
     def test_no_deferral_without_wait_for_completion(self, cloud: RedshiftDataDriver) -> None:
         """As in stock: deferrable with wait_for_completion=False returns at once, never cancelled."""
@@ -299,7 +288,7 @@ class TestDeferrable:
         trigger = _defer(_deferrable(), context)
         (statement_id,) = cloud.submitted_ids()
         cloud.finish(statement_id, succeeded=True)
-        event = _event(trigger)
+        event = first_event(trigger)
         assert event == {"status": "success", "statement_id": statement_id}
         resumed = task_context(context["task_state_store"], xcoms=context["ti"].xcoms)
         assert _deferrable().execute_complete(resumed, event) == [statement_id]
@@ -310,7 +299,7 @@ class TestDeferrable:
         store = InMemoryTaskStateStore()
         trigger = _defer(_deferrable(), task_context(store))
         cloud.server.finish(str(cloud.submitted_ids()[0]), succeeded=False, reason="permission denied")
-        event = _event(trigger)
+        event = first_event(trigger)
         assert event["status"] == "error"
         with pytest.raises(JobFailedError, match="permission denied"):
             _deferrable().execute_complete(task_context(store), event)
@@ -320,7 +309,7 @@ class TestDeferrable:
         self, cloud: RedshiftDataDriver, server_state: str | None, stopped: bool
     ) -> None:
         """Marked failed: CancelStatement; cleared (no state yet): the statement is left running."""
-        trigger = _rebuilt(_defer(_deferrable(), task_context()))
+        trigger = rebuilt_trigger(_defer(_deferrable(), task_context()))
         trigger.task_instance = FakeTaskInstance("dag", "manual__1", "job", server_state=server_state)
         with mock.patch("airflow_resumable.triggers.VariableLedger", return_value=InMemoryJobLedger()):
             asyncio.run(trigger.on_kill())
