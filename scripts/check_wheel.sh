@@ -7,7 +7,7 @@
 # the checkout (so nothing is imported from the source tree):
 #   - every file of the package in the checkout is in the wheel;
 #   - `airflow providers list` shows airflow-resumable and `airflow plugins` shows airflow_resumable;
-#   - every module of the package imports, and the twelve operators of both providers' __all__;
+#   - every module of the package imports, and the fourteen operators of both providers' __all__;
 #   - `airflow config list --section resumable --show-values` lists every declared option.
 # Then it adds [testing], imports every module of airflow_resumable.testing and runs the contract
 # kit on ResumableDatabricksSubmitRunOperator (scripts/wheel_check/test_installed_kit.py) with the
@@ -80,7 +80,7 @@ step "airflow providers list / airflow plugins"
 shows airflow-resumable "$AIRFLOW" providers list
 shows airflow_resumable "$AIRFLOW" plugins
 
-step "every runtime module and the twelve operators import"
+step "every runtime module and the fourteen operators import"
 "$VENV/bin/python" "$WORK/kit/checks.py" imports RUNTIME
 
 step "airflow config list --section resumable --show-values"
