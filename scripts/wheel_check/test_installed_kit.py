@@ -53,6 +53,13 @@ class TestInstalledSubmitRunContract(ResumableOperatorContract):
             "databricks_retry_args": {"stop": stop_after_attempt(3), "wait": wait_fixed(0.01)},
         }
 
+    def stock_xcoms(self, cloud: Any, external_id: Any, deferred: bool = False) -> dict[str, Any]:
+        """What the stock operator leaves: run_id, run_page_url and its link (it returns None)."""
+        run = cloud.fake.get_run(int(str(external_id)))
+        url = run["run_page_url"]
+        pushed = {"run_id": external_id, "run_page_url": url, "_link_DatabricksJobRunLink": url}
+        return {**pushed, "job_id": run["job_id"]} if deferred else pushed
+
 
 class TestInstalledFakeAws:
     """The fake AWS of ``[testing]``: moto in server mode behind the lifecycle controller."""
