@@ -62,3 +62,24 @@ def finish_on_status_call(
 
     with mock.patch.object(operator_class, "get_job_status", counting):
         yield calls
+
+
+@contextmanager
+def finish_when_the_trigger_waits(fake: FakeDatabricks, result: str = "SUCCESS") -> Iterator[None]:
+    """
+    Keep the run RUNNING until the deferred trigger starts waiting, then end it.
+
+    A clock lifecycle can end a run before the operator's first status read on a loaded machine,
+    and the task then (rightly) finishes without deferring; this makes the deferral certain.
+    """
+    from airflow_resumable.providers.databricks.triggers import ResumableDatabricksExecutionTrigger
+
+    fake.set_lifecycle("manual")
+    wait_for_run = ResumableDatabricksExecutionTrigger.run
+
+    def end_run_then_wait(trigger: ResumableDatabricksExecutionTrigger) -> Any:
+        fake.finish_run(int(trigger.run_id), result)
+        return wait_for_run(trigger)
+
+    with mock.patch.object(ResumableDatabricksExecutionTrigger, "run", end_run_then_wait):
+        yield

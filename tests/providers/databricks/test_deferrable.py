@@ -21,7 +21,7 @@ from airflow_resumable.providers.databricks import (
 from airflow_resumable.providers.databricks.triggers import ResumableDatabricksExecutionTrigger
 from airflow_resumable.record import RECORD_KEY
 from airflow_resumable.testing.state import FakeTaskInstance, InMemoryTaskStateStore
-from tests.providers.databricks.helpers import CLOUD_RETRY, task_context
+from tests.providers.databricks.helpers import CLOUD_RETRY, finish_when_the_trigger_waits, task_context
 
 if TYPE_CHECKING:
     from airflow_resumable.testing.databricks import FakeDatabricks
@@ -224,7 +224,6 @@ class TestRealDagRun:
 
         from airflow_resumable.testing.airflow_env import read_task_state, run_dag
 
-        fake.set_lifecycle("clock", run_duration=1.0, final_result="SUCCESS")
         with DAG(f"deferrable_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
             submit_run(polling_period_seconds=0.05, retries=1, retry_delay=timedelta(0))
         resumed = mock.patch.object(
@@ -233,7 +232,7 @@ class TestRealDagRun:
             autospec=True,
             side_effect=ResumableDatabricksSubmitRunOperator.execute_complete,
         )
-        with resumed as execute_complete:
+        with resumed as execute_complete, finish_when_the_trigger_waits(fake):
             outcome = run_dag(dag)
         assert outcome.task("job").state == "success" and outcome.task("job").try_number == 1
         assert execute_complete.call_count == 1, "the task must have deferred and resumed"

@@ -31,6 +31,7 @@ from tests.providers.databricks.helpers import (
     HOOK_RETRY_ARGS,
     FakeDatabricksDriver,
     finish_on_status_call,
+    finish_when_the_trigger_waits,
     task_context,
 )
 from tests.providers.databricks.test_contract import XComParity
@@ -493,11 +494,10 @@ class TestDeferrable:
 
         from airflow_resumable.testing.airflow_env import read_task_state, run_dag
 
-        fake.set_lifecycle("clock", run_duration=1.0, final_result="SUCCESS")
         with DAG(f"deferrable_notebook_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
             deferred(polling_period_seconds=0.05, retries=1, retry_delay=timedelta(0))
         resumed = mock.patch.object(Op, "execute_complete", autospec=True, side_effect=Op.execute_complete)
-        with resumed as execute_complete:
+        with resumed as execute_complete, finish_when_the_trigger_waits(fake):
             outcome = run_dag(dag)
         assert outcome.task("job").state == "success" and outcome.task("job").try_number == 1
         assert execute_complete.call_count == 1, "the task must have deferred and resumed"
