@@ -268,12 +268,18 @@ class TestSubmitRefused:
         assert cloud.submitted_ids() == []
 
     def test_transient_error_is_left_to_the_retry(self, cloud: BatchDriver) -> None:
-        """A 5xx answer is not wrapped: the mixin's cloud retry sees it and submits once more."""
+        """
+        A 5xx answer is not wrapped: the mixin's cloud retry sees it, looks for the job the answer
+        may hide for the visibility window (2 s here, 60 s by default), then submits once more.
+        """
         cloud.server.inject_fault("SubmitJob", 503)
         outcome = run_task(
-            ResumableBatchOperator, ScenarioProbe(cloud, finish_on_first_poll()), **kwargs(cloud.resources)
+            ResumableBatchOperator,
+            ScenarioProbe(cloud, finish_on_first_poll()),
+            **kwargs(cloud.resources, visibility_window=2),
         )
-        assert outcome.task("job").state == "success" and len(cloud.submitted_ids()) == 1
+        job = outcome.task("job")
+        assert job.state == "success" and job.try_number == 1 and len(cloud.submitted_ids()) == 1
 
 
 class TestArrayAndMultiNode:
