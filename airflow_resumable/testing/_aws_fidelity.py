@@ -296,7 +296,10 @@ for _noun, _describe in (("training", "DescribeTrainingJob"), ("processing", "De
             f"{_describe} of an unknown job answers HTTP 400 ValidationException",
             f"https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_{_describe}.html",
             "The reference names ResourceNotFound; the service and moto answer ValidationException "
-            "'Requested resource not found'; the operators take both.",
+            "'Requested resource not found'; the operators take ResourceNotFound, and a "
+            "ValidationException only when it says 'not found': the service answers ValidationException "
+            "for any input that fails a constraint, as the contract kit's lookalike does for a job that "
+            "exists.",
         ),
         token_window=(
             "reproduced",

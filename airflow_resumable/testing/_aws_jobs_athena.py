@@ -54,6 +54,12 @@ class AthenaQueryExecutions(JobKind):
     token_conflict = (400, "InvalidRequestException")
     throttle_error = (400, "TooManyRequestsException")
     not_found_error = (400, "InvalidRequestException", "QueryExecution {id} was not found")
+    not_found_lookalike = (
+        "GetQueryExecution",
+        400,
+        "InvalidRequestException",
+        "Indicates that something is wrong with the input to the request.",
+    )
     listings = {
         "ListQueryExecutions": Listing(
             "QueryExecutionIds", None, "NextToken", "NextToken", "MaxResults", 50, 50
@@ -183,8 +189,9 @@ register_fidelity(
         "GetQueryExecution and StopQueryExecution of an unknown id answer HTTP 400 "
         "InvalidRequestException 'QueryExecution <id> was not found'",
         f"{_REFERENCE}/API_GetQueryExecution.html",
-        "The reference names InvalidRequestException for bad input, without a message; the operator "
-        "takes any InvalidRequestException of GetQueryExecution (whose only input is the id) for not found.",
+        "The reference names InvalidRequestException for any bad input, without a message, so the "
+        "contract kit's lookalike answers one with the reference's own words ('something is wrong "
+        "with the input') for a query that exists: the operator takes only 'not found' for gone.",
     ),
     Fidelity(
         "Amazon Athena",

@@ -59,6 +59,12 @@ class RedshiftDataStatements(JobKind):
     default_failure_reason = 'ERROR: relation "events" does not exist'
     token_conflict = (400, "ValidationException")
     not_found_error = (400, "ResourceNotFoundException", "Query does not exist.")
+    not_found_lookalike = (
+        "DescribeStatement",
+        400,
+        "ValidationException",
+        "The input fails to satisfy the constraints specified by an AWS service.",
+    )
 
     def created(self, call: ApiCall, reply: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
         return [(str(reply["Id"]), None, None)]
@@ -165,7 +171,9 @@ register_fidelity(
         "DescribeStatement of an unknown id answers HTTP 400 ResourceNotFoundException 'Query does not "
         "exist.'",
         f"{_REFERENCE}/API_DescribeStatement.html",
-        "The stock operator also reads ValidationException as not found; so does ours.",
+        "The stock operator also reads every ValidationException as not found; ours only one that "
+        "says so ('does not exist', 'not found'): the reference's ValidationException is any input "
+        "that fails a constraint, which the contract kit's lookalike answers for a statement that exists.",
     ),
     Fidelity(
         _SERVICE,

@@ -143,6 +143,13 @@ class TrainingJobs(_SageMakerJobs):
     states = frozenset((*_STATUSES, *_SECONDARY))
     submit_operation = "CreateTrainingJob"
     read_operations = frozenset(("DescribeTrainingJob",))
+    not_found_lookalike = (
+        "DescribeTrainingJob",
+        400,
+        "ValidationException",
+        "1 validation error detected: Value at 'trainingJobName' failed to satisfy constraint: Member must "
+        "satisfy regular expression pattern",
+    )
     cancel_operations = frozenset(("StopTrainingJob",))
     default_failure_reason = "AlgorithmError: the training script exited with code 1"
 
@@ -180,6 +187,13 @@ class ProcessingJobs(_SageMakerJobs):
     states = _STATUSES
     submit_operation = "CreateProcessingJob"
     read_operations = frozenset(("DescribeProcessingJob",))
+    not_found_lookalike = (
+        "DescribeProcessingJob",
+        400,
+        "ValidationException",
+        "1 validation error detected: Value at 'processingJobName' failed to satisfy constraint: Member must "
+        "satisfy regular expression pattern",
+    )
     cancel_operations = frozenset(("StopProcessingJob",))
     default_failure_reason = "AlgorithmError: the processing script exited with code 1"
 

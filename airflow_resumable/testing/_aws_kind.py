@@ -110,6 +110,11 @@ class JobKind:
     #: (status, code, message with ``{id}``) of a status read naming a job the service does not
     #: show; None: the kind's :meth:`conceal` leaves the job out of the answer instead.
     not_found_error: ClassVar[tuple[int, str, str] | None] = None
+    #: (operation, status, code, message) of an answer to a status read that looks like not found
+    #: (the not-found status or code) while the job exists: what the contract kit makes the
+    #: service answer once to prove an operator tells the two apart. None: the service's not-found
+    #: answer is unmistakable (an empty answer, or a code that means nothing else).
+    not_found_lookalike: ClassVar[tuple[str, int, str, str] | None] = None
     #: The list operations, with how each pages (realism: page sizes, hidden young jobs).
     listings: ClassVar[dict[str, Listing]] = {}
 

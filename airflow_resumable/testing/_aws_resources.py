@@ -196,6 +196,31 @@ class MotoJobDriver:
         """
         self.control.lose_response(self._kind.submit_operation, service=self._kind.service)
 
+    def not_found_lookalike(self) -> str | None:
+        """
+        The kind's ``not_found_lookalike`` in one line (``"400 InvalidRequestException '...'"``), or
+        None when the service's not-found answer is unmistakable.
+
+        .. versionadded:: 0.5.0
+        """
+        lookalike = self._kind.not_found_lookalike
+        if lookalike is None:
+            return None
+        _, status, code, message = lookalike
+        return f"{status} {code} {message!r}"
+
+    def refuse_next_status_read_like_not_found(self) -> None:
+        """
+        Answer the next status read with the kind's ``not_found_lookalike`` (the job is untouched).
+
+        .. versionadded:: 0.5.0
+        """
+        lookalike = self._kind.not_found_lookalike
+        if lookalike is None:
+            raise ValueError(f"the {self.service} kind declares no not_found_lookalike")
+        operation, status, code, message = lookalike
+        self.control.inject_fault(operation, status, code=code, message=message, service=self._kind.service)
+
     def fake_errors(self) -> list[str]:
         """
         What the fake itself failed on (a job kind's bug), for the contract kit.

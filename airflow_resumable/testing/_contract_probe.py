@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CloudDriver",
     "LossyCloudDriver",
+    "MisleadingCloudDriver",
     "RealisticCloudDriver",
     "ScenarioProbe",
     "SimulatedWorkerCrash",
@@ -98,6 +99,31 @@ class RealisticCloudDriver(CloudDriver, Protocol):
         """
 
 
+class MisleadingCloudDriver(CloudDriver, Protocol):
+    """
+    A driver whose fake can refuse a status read with the look of "not found" while the job exists
+    (``test_an_error_like_not_found_is_not_taken_for_it``).
+
+    .. versionadded:: 0.5.0
+    """
+
+    def not_found_lookalike(self) -> str | None:
+        """
+        How the error :meth:`refuse_next_status_read_like_not_found` answers looks, in one line
+        (e.g. ``"400 InvalidRequestException 'A required parameter ...'"``); None when the
+        service's not-found answer is unmistakable (the scenario is then skipped).
+        """
+        ...
+
+    def refuse_next_status_read_like_not_found(self) -> None:
+        """
+        Make the next status read answer an error that a careless not-found check takes for a
+        job the service forgot (the not-found status or error code, another cause); the job
+        itself stays as it is.
+        """
+        ...
+
+
 class LossyCloudDriver(CloudDriver, Protocol):
     """
     A driver that can lose a response: the kit then proves a lost submit response makes one job.
@@ -153,6 +179,11 @@ class ScenarioProbe:
     namesakes: list[JsonValue] = field(default_factory=list)
     expired: set[str] = field(default_factory=set)
     expired_reads: list[str] = field(default_factory=list)
+    #: The not-found lookalike the scenario made the service answer to the next status read (the
+    #: driver's description of it), until that read has happened; ``lookalike_reads`` says what
+    #: each such read did (``raised X`` or ``returned S``).
+    lookalike: str | None = None
+    lookalike_reads: list[str] = field(default_factory=list)
     unseen_reads: int = 0
     visibility_waits: int = 0
     throttled_reads: int = 0
@@ -173,6 +204,29 @@ class ScenarioProbe:
         """Keep a defect the kit saw inside a try (reported before any other failure)."""
         if message not in self.defects:
             self.defects.append(message)
+
+    def read_lookalike(self, op: Any, external_id: JsonValue, context: Any, read: Any) -> Any:
+        """
+        The status read the service answers with a not-found lookalike: one that raises
+        ``JobNotFoundError`` for it is a defect (the job exists); anything else goes on.
+        """
+        described, self.lookalike = self.lookalike, None
+        try:
+            status = read(op, external_id, context)
+        except JobNotFoundError as err:
+            self.lookalike_reads.append(f"raised {type(err).__name__}")
+            message = (
+                f"not-found mistaken: {type(op).__name__}.get_job_status({external_id!r}) raised "
+                f"JobNotFoundError on {described}, an answer the service also gives while the job "
+                f"exists: tell not-found by its message too, not by the status or error code alone"
+            )
+            self.defect(message)
+            raise ContractDefect(message) from err
+        except Exception as err:
+            self.lookalike_reads.append(f"raised {type(err).__name__}")
+            raise
+        self.lookalike_reads.append(f"returned {status!r}")
+        return status
 
     def is_polling(self) -> bool:
         """Whether the thread that asks is inside the operator's ``poll_until_complete``."""
@@ -331,6 +385,8 @@ class ScenarioProbe:
                 if index == 0:
                     probe.polled[probe.try_number].append(external_id)
                 probe.on_poll(probe, probe.try_number, external_id, index)
+            if probe.lookalike is not None:
+                return probe.read_lookalike(op, external_id, context, originals["get_job_status"])
             try:
                 status = originals["get_job_status"](op, external_id, context)
                 probe.check_finished_job(op, external_id, status)

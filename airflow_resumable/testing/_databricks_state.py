@@ -232,7 +232,8 @@ class FakeDatabricksState(JobsApi):
         :param status: HTTP status, 400-599.
         :param count: how many calls; -1 for every call until :meth:`clear_faults`.
         :param after_handling: process the request anyway (a run is created) and lose the response.
-        :param error_code: Databricks error code; derived from ``status`` when None.
+        :param error_code: Databricks error code; derived from ``status`` when None; ``""`` for a
+            gateway's body without one, ``{"error": message}``.
         :param message: error message; a generic one when None.
         """
         if not 400 <= status <= 599 or count == 0 or count < -1:

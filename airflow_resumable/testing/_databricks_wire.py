@@ -59,7 +59,9 @@ class FakeDatabricksError(Exception):
 
     :param status: HTTP status code.
     :param message: human-readable message.
-    :param error_code: Databricks error code; derived from ``status`` when None.
+    :param error_code: Databricks error code; derived from ``status`` when None; ``""`` for a body
+        without one, ``{"error": message}``, as a gateway in front of the workspace answers
+        (apache/airflow#60444).
     :param retry_after: seconds for a ``Retry-After`` header (a throttled call), or None.
     """
 
@@ -69,11 +71,14 @@ class FakeDatabricksError(Exception):
         super().__init__(f"{status} {error_code or ERROR_CODES.get(status, 'UNKNOWN')}: {message}")
         self.status = status
         self.message = message
+        self.gateway = error_code == ""
         self.error_code = error_code or ERROR_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "")
         self.retry_after = retry_after
 
     def body(self) -> dict[str, str]:
-        """The JSON body Databricks sends with this error."""
+        """The JSON body Databricks (or, for ``error_code=""``, a gateway) sends with this error."""
+        if self.gateway:
+            return {"error": self.message}
         return {"error_code": self.error_code, "message": self.message}
 
     def headers(self) -> dict[str, str]:

@@ -63,6 +63,7 @@ from airflow_resumable.testing._contract_probe import (
     SPEC_VARIABLE,
     CloudDriver,
     LossyCloudDriver,
+    MisleadingCloudDriver,
     PollHook,
     RealisticCloudDriver,
     ScenarioProbe,
@@ -89,6 +90,7 @@ __all__ = [
     "CloudDriver",
     "ContractDefect",
     "LossyCloudDriver",
+    "MisleadingCloudDriver",
     "PollHook",
     "RealisticCloudDriver",
     "ResumableOperatorContract",
@@ -381,6 +383,39 @@ class ResumableOperatorContract(StockParityContract, ProofContract, Interruption
         submitted = cloud.submitted_ids()
         assert len(submitted) == 2 and probe.polled[2] == [submitted[1]], (submitted, dict(probe.polled))
         assert self._record(outcome)["generation"] == 2
+
+    def test_an_error_like_not_found_is_not_taken_for_it(self, cloud: CloudDriver) -> None:
+        """
+        A status read refused with the look of "not found" (the service's not-found status or
+        error code, for another cause) while the job exists is not a forgotten job: whatever the
+        try does with the error, the job is not replaced by a second one.
+
+        .. versionadded:: 0.5.0
+        """
+        refuse = getattr(cloud, "refuse_next_status_read_like_not_found", None)
+        if refuse is None:
+            pytest.skip(f"{type(cloud).__name__} has no refuse_next_status_read_like_not_found()")
+        lookalike = cloud.not_found_lookalike()  # type: ignore[attr-defined]
+        if lookalike is None:
+            pytest.skip(f"{type(cloud).__name__}: the service's not-found answer is unmistakable")
+
+        def on_poll(probe: ScenarioProbe, try_number: int, external_id: JsonValue, index: int) -> None:
+            if try_number == 1 and index == 0:
+                refuse()  # the fault answers the very next status read, this one
+                probe.lookalike = lookalike
+                return
+            probe.cloud.finish(external_id, succeeded=True)
+
+        probe = ScenarioProbe(cloud, on_poll)
+        outcome = self._run(cloud, probe, retries=1)
+        assert probe.lookalike_reads, "the operator made no status read after the lookalike was armed"
+        submitted = cloud.submitted_ids()
+        assert len(submitted) == 1, (
+            f"a second job after a status read answered {probe.lookalike_reads[0]} on a job that "
+            f"exists: jobs created {submitted}"
+        )
+        assert self._record(outcome)["generation"] == 1
+        assert outcome.task("job").state == "success"
 
     def test_throttled_submit_costs_no_retry(self, cloud: CloudDriver) -> None:
         """A throttled submit is retried within the same try (is_transient_error knows throttling)."""

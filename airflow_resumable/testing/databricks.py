@@ -91,6 +91,9 @@ log = logging.getLogger(__name__)
 
 FAKE_TOKEN = "dapi-fake-token"
 _SUBMIT_ENDPOINTS = ("runs/submit", "run-now")
+#: The body of a 404 that is not a missing run: a gateway's answer for a path it does not serve
+#: (apache/airflow#60444 quotes it for ``/api/2.2/sql/endpoints``).
+RUNS_GET_LOOKALIKE = "Bad Target: /api/2.2/jobs/runs/get"
 
 
 class FakeDatabricksControl(Protocol):
@@ -634,6 +637,24 @@ class FakeDatabricksDriver:
         .. versionadded:: 0.4.0
         """
         self.fake.set_realism(realism)
+
+    def not_found_lookalike(self) -> str | None:
+        """
+        The 404 :meth:`refuse_next_status_read_like_not_found` answers, in one line.
+
+        .. versionadded:: 0.5.0
+        """
+        return f"404 {{'error': {RUNS_GET_LOOKALIKE!r}}}"
+
+    def refuse_next_status_read_like_not_found(self) -> None:
+        """
+        Answer the next ``runs/get`` with HTTP 404 and a gateway's body, ``{"error": "Bad Target:
+        /api/2.2/jobs/runs/get"}`` (apache/airflow#60444: a workspace answered exactly this for a
+        path it did not serve), while the run goes on: a 404 is not always a forgotten run.
+
+        .. versionadded:: 0.5.0
+        """
+        self.fake.inject_fault("runs/get", 404, error_code="", message=RUNS_GET_LOOKALIKE)
 
     def lose_next_submit_response(self) -> None:
         """

@@ -45,12 +45,26 @@ __all__ = [
     "ToyJob",
     "ToyJobOperator",
     "ToyJobService",
+    "ToyRequestError",
     "ToyTaggedJobOperator",
     "cancel_toy_job_by_recipe",
     "toy_service",
 ]
 
 ACTIVE = frozenset({"PENDING", "RUNNING"})
+#: What a refused call (:meth:`ToyJobService.refuse_next`) says: not that the job is unknown.
+REFUSAL = "the request is invalid"
+
+
+class ToyRequestError(Exception):
+    """
+    A call the toy service refused for a cause other than an unknown job (a client error: no
+    retry helps); the contract kit's not-found lookalike for the toy.
+
+    .. versionadded:: 0.5.0
+    """
+
+
 #: Jobs a page of :meth:`ToyJobService.list_jobs` when the realism names no page size.
 DEFAULT_PAGE_SIZE = 100
 
@@ -85,6 +99,7 @@ class ToyJobService:
     failing_calls: dict[str, int] = field(default_factory=dict)
     throttled_calls: dict[str, int] = field(default_factory=dict)
     lost_responses: dict[str, int] = field(default_factory=dict)
+    refused_calls: dict[str, int] = field(default_factory=dict)
     complete_after_polls: int | None = None
     polls: dict[str, int] = field(default_factory=dict)
     realism: Realism = field(default_factory=Realism)
@@ -201,6 +216,15 @@ class ToyJobService:
         with self._lock:
             self.lost_responses[call] = times
 
+    def refuse_next(self, call: str, times: int = 1) -> None:
+        """
+        Refuse the next ``times`` calls of ``call`` with :class:`ToyRequestError` (nothing is done).
+
+        .. versionadded:: 0.5.0
+        """
+        with self._lock:
+            self.refused_calls[call] = times
+
     def _visible(self, job: ToyJob) -> bool:
         """Old enough to be seen, and not past its retention."""
         now = time.monotonic()
@@ -220,6 +244,9 @@ class ToyJobService:
             raise TransientCloudError(f"toy service: {call} was carried out but the response was lost")
 
     def _maybe_fail(self, call: str) -> None:
+        if self.refused_calls.get(call, 0) > 0:
+            self.refused_calls[call] -= 1
+            raise ToyRequestError(f"toy service: {call} refused: {REFUSAL}")
         if self.throttled_calls.get(call, 0) > 0:
             self.throttled_calls[call] -= 1
             raise ThrottledError(f"toy service: {call} throttled")
@@ -352,6 +379,22 @@ class ToyDriver:
         .. versionadded:: 0.4.0
         """
         self.service.set_realism(realism)
+
+    def not_found_lookalike(self) -> str | None:
+        """
+        The refusal :meth:`refuse_next_status_read_like_not_found` answers, in one line.
+
+        .. versionadded:: 0.5.0
+        """
+        return f"ToyRequestError 'toy service: status refused: {REFUSAL}'"
+
+    def refuse_next_status_read_like_not_found(self) -> None:
+        """
+        Refuse the next status call with :class:`ToyRequestError`; the job goes on.
+
+        .. versionadded:: 0.5.0
+        """
+        self.service.refuse_next("status")
 
     def lose_next_submit_response(self) -> None:
         """

@@ -13,7 +13,13 @@ from airflow.sdk import ResumableJobMixin as CoreResumableJobMixin
 from airflow_resumable.exceptions import JobNotFoundError, TransientCloudError
 from airflow_resumable.record import fingerprint_of
 from airflow_resumable.testing.contract import ResumableOperatorContract
-from airflow_resumable.testing.toy import ToyDriver, ToyJobOperator, ToyTaggedJobOperator, toy_service
+from airflow_resumable.testing.toy import (
+    ToyDriver,
+    ToyJobOperator,
+    ToyRequestError,
+    ToyTaggedJobOperator,
+    toy_service,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -342,6 +348,16 @@ class ReadsTheWrongField(ToyTaggedJobOperator):
         return "RUNNING"
 
 
+class AnyRefusalIsNotFound(ToyTaggedJobOperator):
+    """Defect: every refusal of a status read is taken for a forgotten job (the issue's Athena case)."""
+
+    def get_job_status(self, external_id: JsonValue, context: Context) -> str:
+        try:
+            return super().get_job_status(external_id, context)
+        except ToyRequestError as err:
+            raise JobNotFoundError(f"toy job {external_id!r} is gone") from err
+
+
 class NeverEnds(ToyDriver):
     """A fake that does not end a job when told (a job kind whose write_state does nothing)."""
 
@@ -454,6 +470,22 @@ def test_kit_tells_an_operator_that_reads_wrong(tagged: ToyDriver) -> None:
         AssertionError, match=r"the operator reads it wrong, not the fake: the fake shows 'SUCCEEDED', but"
     ):
         _toy_kit(ReadsTheWrongField).test_fresh_submit(tagged)
+
+
+def test_kit_names_a_refusal_taken_for_not_found(tagged: ToyDriver) -> None:
+    """A status read refused for another cause, taken for a forgotten job: named before any count."""
+    with pytest.raises(
+        AssertionError,
+        match=r"not-found mistaken: AnyRefusalIsNotFound.get_job_status\('.*'\) raised JobNotFoundError "
+        r"on ToyRequestError 'toy service: status refused: the request is invalid'",
+    ):
+        _toy_kit(AnyRefusalIsNotFound).test_an_error_like_not_found_is_not_taken_for_it(tagged)
+
+
+def test_kit_passes_a_refusal_left_to_the_retry(tagged: ToyDriver) -> None:
+    """The same refusal raised as it is: try 1 fails, try 2 reconnects to the one job."""
+    _toy_kit(ToyTaggedJobOperator).test_an_error_like_not_found_is_not_taken_for_it(tagged)
+    assert len(tagged.submitted_ids()) == 1 and tagged.service.refused_calls == {"status": 0}
 
 
 def test_kit_tells_a_fake_that_answers_wrong() -> None:

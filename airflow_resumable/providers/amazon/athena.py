@@ -23,9 +23,9 @@ from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError
 from airflow_resumable.providers.amazon.common import (
     AwsJobMixin,
     custodian_client,
-    error_code,
     require_mapping,
     require_text,
+    says_not_found,
     status_read_bound,
 )
 from airflow_resumable.triggers import ResumableTriggerMixin
@@ -45,8 +45,9 @@ __all__ = [
 SUCCEEDED = "SUCCEEDED"
 #: Every state after which a query no longer runs (``QueryExecutionState``).
 TERMINAL_STATES = frozenset(("SUCCEEDED", "FAILED", "CANCELLED"))
-#: ``GetQueryExecution`` answers this for an id it does not know (its only input is the id).
-_NOT_FOUND = "InvalidRequestException"
+#: ``GetQueryExecution`` answers this for an id it does not know ("QueryExecution ... was not
+#: found"), and for any other bad input: only one that says "not found" counts.
+_NOT_FOUND = ("InvalidRequestException",)
 _SERVICE = "Amazon Athena"
 #: Attempts of one custodian call, the first included.
 
@@ -181,7 +182,7 @@ class ResumableAthenaOperator(AwsJobMixin, AthenaOperator):
         try:
             execution = self.hook.conn.get_query_execution(QueryExecutionId=str(external_id))
         except Exception as err:
-            if error_code(err) == _NOT_FOUND:
+            if says_not_found(err, _NOT_FOUND):
                 raise JobNotFoundError(
                     f"{_SERVICE} query execution {external_id!r} does not exist (Athena keeps 45 days "
                     f"of history): {err}"

@@ -52,6 +52,7 @@ __all__ = [
     "no_retry_client",
     "require_mapping",
     "require_text",
+    "says_not_found",
     "status_read_bound",
     "token_key",
 ]
@@ -111,6 +112,32 @@ def error_code(error: BaseException) -> str:
     if isinstance(error, ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+#: Words of an AWS error message that say the named resource is unknown (lower case).
+_NOT_FOUND_WORDS = ("not found", "not exist", "could not find", "cannot find", "no such")
+
+
+def says_not_found(error: BaseException, codes: Iterable[str], *, by_code: Iterable[str] = ()) -> bool:
+    """
+    Whether ``error`` says the job is unknown to the service: a ``ClientError`` whose code is in
+    ``by_code`` (a code that means nothing else, e.g. ``ResourceNotFoundException``), or in
+    ``codes`` (a code the service also answers for other causes, e.g. Athena's
+    ``InvalidRequestException`` or SageMaker's ``ValidationException``) with a message that says
+    so ("not found", "does not exist", "could not find", ...).
+
+    A job taken for unknown is replaced by a new one, so an error that merely shares the code is
+    not enough (the contract kit's ``test_an_error_like_not_found_is_not_taken_for_it``).
+
+    .. versionadded:: 0.5.0
+    """
+    code = error_code(error)
+    if code in set(by_code):
+        return True
+    if code not in set(codes) or not isinstance(error, ClientError):
+        return False
+    message = str(error.response.get("Error", {}).get("Message", "")).lower()
+    return any(words in message for words in _NOT_FOUND_WORDS)
 
 
 def is_transient_aws_error(error: BaseException) -> bool:

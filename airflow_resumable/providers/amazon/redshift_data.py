@@ -22,7 +22,13 @@ from airflow.providers.amazon.aws.triggers.redshift_data import RedshiftDataTrig
 from airflow.providers.common.sql.hooks.lineage import send_sql_hook_lineage
 
 from airflow_resumable.exceptions import InvalidJobSpecError, JobNotFoundError, ResumableError
-from airflow_resumable.providers.amazon.common import AwsJobMixin, custodian_client, error_code, require_text
+from airflow_resumable.providers.amazon.common import (
+    AwsJobMixin,
+    custodian_client,
+    error_code,
+    require_text,
+    says_not_found,
+)
 from airflow_resumable.triggers import ResumableTriggerMixin
 
 if TYPE_CHECKING:
@@ -42,8 +48,14 @@ __all__ = [
 FINISHED = "FINISHED"
 #: Every state after which a statement no longer runs (the stock ``FINISHED_STATE``, ``FAILURE_STATES``).
 TERMINAL_STATES = frozenset(("FINISHED", "FAILED", "ABORTED"))
-#: ``DescribeStatement`` answers for an id it does not know (the stock operator reads both as gone).
-_NOT_FOUND = ("ResourceNotFoundException", "ValidationException")
+#: ``DescribeStatement`` answers for an id it does not know: ``ResourceNotFoundException``, or a
+#: ``ValidationException`` that says so (the stock operator reads every ``ValidationException`` as
+#: gone; the service answers it for any input that fails a constraint).
+_NOT_FOUND = ("ValidationException",)
+_NOT_FOUND_BY_CODE = ("ResourceNotFoundException",)
+#: ``CancelStatement`` answers these for a statement it cannot cancel (ended, or unknown): the
+#: statement's own status then says whether anything is left to do.
+_CANCEL_REFUSED = ("ResourceNotFoundException", "ValidationException")
 _SERVICE = "Amazon Redshift Data API"
 _MAX_KEEP_ALIVE = 86400
 
@@ -221,7 +233,7 @@ class ResumableRedshiftDataOperator(AwsJobMixin, RedshiftDataOperator):
         try:
             statement: dict[str, Any] = self.hook.conn.describe_statement(Id=str(external_id))
         except Exception as err:
-            if error_code(err) in _NOT_FOUND:
+            if says_not_found(err, _NOT_FOUND, by_code=_NOT_FOUND_BY_CODE):
                 raise JobNotFoundError(
                     f"{_SERVICE} statement {external_id!r} does not exist (expired or never created): {err}"
                 ) from err
@@ -353,12 +365,12 @@ def _cancel_statement(client: Any, statement_id: str) -> None:
     try:
         client.cancel_statement(Id=statement_id)
     except Exception as err:
-        if error_code(err) not in _NOT_FOUND:
+        if error_code(err) not in _CANCEL_REFUSED:
             raise
         try:
             status = str(client.describe_statement(Id=statement_id)["Status"])
         except Exception as describe_error:
-            if error_code(describe_error) in _NOT_FOUND:
+            if says_not_found(describe_error, _NOT_FOUND, by_code=_NOT_FOUND_BY_CODE):
                 return  # nothing left to cancel
             raise
         if status in TERMINAL_STATES:

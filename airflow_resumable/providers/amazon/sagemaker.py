@@ -38,6 +38,7 @@ from airflow_resumable.providers.amazon.common import (
     name_with_token,
     no_retry_client,
     require_mapping,
+    says_not_found,
 )
 from airflow_resumable.triggers import ResumableTriggerMixin
 
@@ -69,8 +70,11 @@ _JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 _MAX_NAME = 63
 #: ``Create*Job`` answers for a name in use (the model says ResourceInUse; ValidationException seen too).
 _NAME_TAKEN = frozenset(("ResourceInUse", "ValidationException"))
-#: ``Describe*Job`` answers for a name SageMaker does not know ("Requested resource not found.").
-_NOT_FOUND = frozenset(("ValidationException", "ResourceNotFound"))
+#: ``Describe*Job`` answers for a name SageMaker does not know: ``ResourceNotFound``, or
+#: ``ValidationException`` "Requested resource not found." (also its answer for any bad input, so
+#: only one that says "not found" counts).
+_NOT_FOUND = ("ValidationException",)
+_NOT_FOUND_BY_CODE = ("ResourceNotFound",)
 
 
 class JobNameTakenError(ResumableError, AirflowFailException):
@@ -342,7 +346,7 @@ class _ResumableSageMakerJob(AwsJobMixin, _StockBase):
         try:
             job: dict[str, Any] = self._call(self.hook.conn, "describe", name)
         except ClientError as err:
-            if error_code(err) in _NOT_FOUND:
+            if says_not_found(err, _NOT_FOUND, by_code=_NOT_FOUND_BY_CODE):
                 raise JobNotFoundError(
                     f"{self.service_name} job {name!r} does not exist (deleted, or in another account or "
                     f"region)."
@@ -569,7 +573,7 @@ def _stop(client: Any, job_type: str, name: str) -> bool:
         try:
             job = getattr(client, f"describe_{job_type.lower()}_job")(**{f"{job_type}JobName": name})
         except ClientError as gone:
-            if error_code(gone) in _NOT_FOUND:
+            if says_not_found(gone, _NOT_FOUND, by_code=_NOT_FOUND_BY_CODE):
                 return False
             raise
         if job[f"{job_type}JobStatus"] not in TERMINAL:

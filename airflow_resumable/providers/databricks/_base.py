@@ -455,9 +455,14 @@ def as_run_id(external_id: JsonValue) -> int:
 
 
 def _is_missing_run(error: DatabricksApiError) -> bool:
+    """
+    A 404 ``RESOURCE_DOES_NOT_EXIST``, or a 400 that says the run does not exist. Not any 404: a
+    gateway answers 404 ``{"error": "Bad Target: ..."}`` for a path it does not serve
+    (apache/airflow#60444) and the API 404 ``ENDPOINT_NOT_FOUND``, while the run goes on.
+    """
     text = str(error)
     if error.http_status_code == 404:
-        return "ENDPOINT_NOT_FOUND" not in text
+        return "RESOURCE_DOES_NOT_EXIST" in text
     return (
         error.http_status_code == 400
         and any(code in text for code in _MISSING_RUN_CODES)

@@ -21,6 +21,7 @@ from airflow_resumable.providers.amazon.common import (
     no_retry_client,
     require_mapping,
     require_text,
+    says_not_found,
 )
 
 OPERATORS = [
@@ -94,6 +95,32 @@ class TestTransientErrors:
     def test_classification(self, error: BaseException, transient: bool) -> None:
         """is_transient_aws_error answers as botocore's standard retry mode would."""
         assert is_transient_aws_error(error) is transient
+
+
+class TestSaysNotFound:
+    """A code the service also answers for other causes counts as not found only when it says so."""
+
+    @pytest.mark.parametrize(
+        ("code", "message", "gone"),
+        [
+            ("InvalidRequestException", "QueryExecution q-1 was not found", True),
+            ("InvalidRequestException", "Indicates that something is wrong with the input", False),
+            ("ValidationException", "Requested resource not found.", True),
+            ("ValidationException", "Could not find training job 'arn:...:training-job/x'.", True),
+            ("ValidationException", "1 validation error detected: Value at 'trainingJobName'", False),
+            ("ResourceNotFoundException", "whatever it says", True),
+            ("AccessDeniedException", "Job run jr-1 not found", False),
+        ],
+    )
+    def test_message_decides_for_a_shared_code(self, code: str, message: str, gone: bool) -> None:
+        """``by_code`` codes mean not found; ``codes`` need the words; other codes never count."""
+        error = ClientError({"Error": {"Code": code, "Message": message}}, "Describe")
+        codes = ("InvalidRequestException", "ValidationException")
+        assert says_not_found(error, codes, by_code=("ResourceNotFoundException",)) is gone
+
+    def test_not_a_client_error(self) -> None:
+        """Anything but a ClientError is not a not-found answer."""
+        assert says_not_found(KeyError("not found"), ("ValidationException",)) is False
 
 
 class TestSubmitClient:
