@@ -140,6 +140,17 @@ class LossyCloudDriver(CloudDriver, Protocol):
 PollHook = Callable[["ScenarioProbe", int, Any, int], None]
 
 
+def _recorded_read(reads: list[str], read: Callable[[], Any]) -> Any:
+    """``read()``, with what it did appended to ``reads`` (``raised X`` or ``returned S``)."""
+    try:
+        status = read()
+    except Exception as err:
+        reads.append(f"raised {type(err).__name__}")
+        raise
+    reads.append(f"returned {status!r}")
+    return status
+
+
 @dataclass
 class ScenarioProbe:
     """
@@ -212,9 +223,8 @@ class ScenarioProbe:
         """
         described, self.lookalike = self.lookalike, None
         try:
-            status = read(op, external_id, context)
+            return _recorded_read(self.lookalike_reads, lambda: read(op, external_id, context))
         except JobNotFoundError as err:
-            self.lookalike_reads.append(f"raised {type(err).__name__}")
             message = (
                 f"not-found mistaken: {type(op).__name__}.get_job_status({external_id!r}) raised "
                 f"JobNotFoundError on {described}, an answer the service also gives while the job "
@@ -222,11 +232,6 @@ class ScenarioProbe:
             )
             self.defect(message)
             raise ContractDefect(message) from err
-        except Exception as err:
-            self.lookalike_reads.append(f"raised {type(err).__name__}")
-            raise
-        self.lookalike_reads.append(f"returned {status!r}")
-        return status
 
     def is_polling(self) -> bool:
         """Whether the thread that asks is inside the operator's ``poll_until_complete``."""
@@ -363,12 +368,9 @@ class ScenarioProbe:
 
         def get_job_status(op: Any, external_id: Any, context: Any) -> Any:
             if str(external_id) in probe.expired:
-                try:
-                    status = originals["get_job_status"](op, external_id, context)
-                except Exception as err:
-                    probe.expired_reads.append(f"raised {type(err).__name__}")
-                    raise
-                probe.expired_reads.append(f"returned {status!r}")
+                status = _recorded_read(
+                    probe.expired_reads, lambda: originals["get_job_status"](op, external_id, context)
+                )
                 message = (
                     f"get_job_status on an expired job: {type(op).__name__}.get_job_status"
                     f"({external_id!r}) returned {status!r} for a job the service no longer knows: "
